@@ -1,0 +1,87 @@
+"""The entry points as a lab uses them: ``hwdeploy conformance`` (a subcommand contributed through the
+``hwdeploy`` entry point), ``python -m hwdeploy_conformance`` and ``pytest --hwdeploy-device``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = Path(sys.executable).parent
+
+
+def run(args, cwd, timeout=600):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+
+
+def test_hwdeploy_conformance_subcommand(fault_env, models, tmp_path):
+    report, junit = tmp_path / "out.json", tmp_path / "out.xml"
+    proc = run([sys.executable, "-m", "hwdeploy", "conformance", "--device", "cpu", "--models", str(models["mlp"]),
+                "--config", str(fault_env["config"]), "--precision", "fp32,fp16", "--scope", "mandatory",
+                "--report", str(report), "--junit", str(junit), "--no-progress"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CONFORMANT" in proc.stdout
+    data = json.loads(report.read_text())
+    assert data["schema"] == "hwdeploy-conformance-report" and data["version"] == 1
+    assert data["checks_run"] == [c.name for c in __import__("hwdeploy_conformance").CHECKS if c.scope == "mandatory"]
+    by_id = {c["id"]: c for c in data["checks"]}
+    assert by_id["mlp/fp32/parity"]["status"] == "passed"
+    # The CPU backend refuses fp16: the precision is skipped with the plugin's reason, not failed.
+    load16 = by_id["mlp/fp16/load"]
+    assert load16["status"] == "skipped" and "does not support fp16" in load16["message"]
+    assert {c["status"] for c in data["checks"] if c["precision"] == "fp16"} == {"skipped"}
+    assert data["versions"]["paddlepaddle"] and data["plugin"]["name"] == "cpu"
+    assert data["command"][:2] == ["hwdeploy", "conformance"] or "conformance" in data["command"]
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
+
+
+def test_unknown_device_exits_2_and_still_writes_the_report(fault_env, models, tmp_path):
+    report, junit = tmp_path / "out.json", tmp_path / "out.xml"
+    proc = run([str(SCRIPTS / "hwdeploy"), "conformance", "--device", "npu:7", "--models", str(models["mlp"]),
+                "--report", str(report), "--junit", str(junit), "--no-progress"], tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 2 and "npu" in data["error"] and data["checks"] == []
+    assert ET.parse(junit).getroot().find("testsuite").get("errors") == "1"
+    bad = run([str(SCRIPTS / "hwdeploy-conformance"), "--device", "cpu", "--precision", "fp8"], tmp_path)
+    assert bad.returncode == 2 and "unknown precision 'fp8'" in bad.stderr
+
+
+def test_unexpected_failure_gives_nonzero_exit(fault_env, models, tmp_path):
+    report = tmp_path / "drift.json"
+    proc = run([sys.executable, "-m", "hwdeploy_conformance", "--device", "faultdrift", "--models",
+                str(models["mlp"]), "--config", str(fault_env["config"]), "--checks", "parity", "--report",
+                str(report), "--no-progress"], tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "mlp/fp32/parity failed" in proc.stdout and "relative L2 error" in proc.stdout
+    assert json.loads(report.read_text())["summary"]["unexpected_failures"] == ["mlp/fp32/parity"]
+
+
+def test_pytest_plugin_turns_checks_into_items(fault_env, models, tmp_path):
+    expected = tmp_path / "expected.txt"
+    expected.write_text("mlp/fp32/determinism  # pretend it is known\n")
+    report, junit = tmp_path / "pt.json", tmp_path / "pt.xml"
+    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--hwdeploy-device", "faultdrift",
+                "--hwdeploy-models", str(models["mlp"]), "--hwdeploy-config", str(fault_env["config"]),
+                "--hwdeploy-checks", "parity,determinism", "--hwdeploy-expected-failures", str(expected),
+                "--hwdeploy-report", str(report), f"--junitxml={junit}"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    lines = out.splitlines()
+    assert any(l.startswith("FAILED") and "conformance[mlp/fp32/parity]" in l for l in lines), out
+    assert any(l.startswith("PASSED") and "conformance[mlp/fp32/load]" in l for l in lines), out
+    assert "relative L2 error" in out
+    # determinism passes although listed as expected to fail: an unexpected pass (XPASS) is reported as a pass.
+    assert any(l.startswith("PASSED") and "conformance[mlp/fp32/determinism]" in l for l in lines), out
+    data = json.loads(report.read_text())
+    assert {c["id"]: c["outcome"] for c in data["checks"]} == {
+        "mlp/fp32/load": "pass", "mlp/fp32/parity": "fail", "mlp/fp32/determinism": "xpass"}
+    assert data["summary"]["unexpected_passes"] == ["mlp/fp32/determinism"]
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"

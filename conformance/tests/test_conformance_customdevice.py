@@ -1,0 +1,54 @@
+"""The suite on a real Paddle CustomDevice: the simulated ``npu`` (simdevice/, a C++ plugin Paddle loads
+like a vendor's) driven by the hwdeploy-ascend plugin. Ops without a device kernel really run on the CPU;
+the fallback check must name each one with Paddle's reason, while parity (the numbers are right) passes.
+
+Skips when the simulated device cannot be built here (no cmake/g++) or the ascend plugin is not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SIMDEVICE = Path(__file__).resolve().parents[2] / "simdevice"
+
+
+@pytest.fixture(scope="module")
+def sim_npu_root():
+    try:
+        metadata.version("hwdeploy-ascend")
+    except metadata.PackageNotFoundError:
+        pytest.skip("hwdeploy-ascend is not installed (pip install -e plugins/ascend)")
+    if not (SIMDEVICE / "simdevice_testkit.py").exists():
+        pytest.skip(f"no simulated CustomDevice sources at {SIMDEVICE}")
+    sys.path.insert(0, str(SIMDEVICE))
+    try:
+        import simdevice_testkit
+    finally:
+        sys.path.remove(str(SIMDEVICE))
+    return simdevice_testkit.sim_root("npu")  # builds once (cached) or skips saying why
+
+
+def test_per_op_fallback_on_a_custom_device_is_reported_with_reasons(run_suite, sim_npu_root, monkeypatch):
+    from hwdeploy.receipt import FORCED_OFF, NO_KERNEL
+
+    monkeypatch.setenv("CUSTOM_DEVICE_ROOT", str(sim_npu_root))
+    monkeypatch.setenv("CUSTOM_DEVICE_BLACK_LIST", "relu")  # Paddle's own switch: relu forced onto the CPU
+    report = run_suite("npu:0", ("mlp", "seqreg"), only=["parity", "fallback_receipt"])
+    by_id = {c["id"]: c for c in report["checks"]}
+    for model in ("mlp", "seqreg"):
+        assert by_id[f"{model}/fp32/load"]["status"] == "passed"
+        assert by_id[f"{model}/fp32/parity"]["status"] == "passed"  # right numbers...
+        receipt = by_id[f"{model}/fp32/fallback_receipt"]
+        assert receipt["status"] == "failed"  # ...partly computed on the host
+        assert receipt["figures"]["ops_known"] is True and receipt["figures"]["actual"] == "npu:0"
+    mlp = by_id["mlp/fp32/fallback_receipt"]["figures"]["off_device_ops_by_reason"]
+    assert any(op.startswith("relu") for op in mlp[FORCED_OFF]), mlp
+    seqreg = by_id["seqreg/fp32/fallback_receipt"]["figures"]["off_device_ops_by_reason"]
+    assert {op.split()[0] for op in seqreg[NO_KERNEL]} >= {"embedding", "tanh"}, seqreg
+    assert "no kernel on the device" in by_id["seqreg/fp32/fallback_receipt"]["message"]

@@ -1,0 +1,1 @@
+"""hwdeploy plugin for Cambricon MLUs (device kind ``mlu``), through Paddle's CustomDevice."""

@@ -1,0 +1,5 @@
+import sys
+
+from hwdeploy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plugins shipped inside the hwdeploy distribution (registered through its own entry points)."""

@@ -1,0 +1,366 @@
+"""The ``hwdeploy`` command line: devices, plugins, run, convert, zoo (+ plugin subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _human_bytes(n: int | None) -> str:
+    if not n:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+# ------------------------------------------------------------------ devices
+def cmd_devices(args: argparse.Namespace) -> int:
+    import hwdeploy
+    from rich.table import Table
+
+    found = hwdeploy.devices(refresh=True)
+    if args.json:
+        _print_json([d.to_dict() for d in found])
+        return EXIT_OK
+    table = Table(title="hwdeploy devices")
+    for column in ("device", "backend", "plugin", "name", "memory", "status"):
+        table.add_column(column, overflow="fold")
+    for d in found:
+        status = "[green]available[/]" if d.available else f"[red]absent[/]: {d.reason}"
+        table.add_row(d.id, d.backend, d.plugin, d.name, _human_bytes(d.memory_bytes), status)
+    _console().print(table)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ plugins
+def cmd_plugins(args: argparse.Namespace) -> int:
+    import hwdeploy
+    from hwdeploy.plugins import get_plugin_manager
+    from rich.table import Table
+
+    hwdeploy.devices(refresh=True)  # exercise the discovery hook so hook failures show up too
+    manager = get_plugin_manager()
+    statuses = [s.to_dict() for s in manager.statuses.values()]
+    if args.json:
+        _print_json(statuses)
+        return EXIT_OK
+    table = Table(title="hwdeploy plugins")
+    for column in ("plugin", "state", "distribution", "version", "requires", "error"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        color = "green" if s["state"] == "loaded" else "red"
+        errors = s["error"] or "; ".join(f"{k}: {v}" for k, v in s["hook_errors"].items())
+        table.add_row(s["name"], f"[{color}]{s['state']}[/]", s["distribution"], s["version"], ", ".join(s["requires"]),
+                      errors)
+    _console().print(table)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ run
+def _load_inputs(predictor, args: argparse.Namespace) -> list[np.ndarray]:
+    from hwdeploy.errors import InputError
+
+    if args.input:
+        arrays = []
+        for item in args.input:
+            path = Path(item)
+            if not path.exists():
+                raise InputError(f"input file not found: {path}")
+            try:
+                arrays.append(np.load(path, allow_pickle=False))
+            except (ValueError, OSError) as exc:
+                raise InputError(f"{path}: not a .npy array ({exc})") from None
+        return arrays
+    model = predictor.model
+    if model.metadata.get("zoo"):
+        from hwdeploy import zoo
+
+        return zoo.get(model.metadata["zoo"]).sample_inputs(batch=args.batch, seed=args.seed)
+    return random_inputs(predictor.inputs, args.batch, args.seed)
+
+
+def random_inputs(specs, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
+    """Inputs matching ``specs``: dynamic dims become ``batch`` (axis 0) or 16; floats ~N(0,1), ints in [0, 100)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = [(batch if axis == 0 else 16) if dim < 0 else dim for axis, dim in enumerate(spec.shape)]
+        if np.dtype(spec.dtype).kind in "iu":
+            arrays.append(rng.integers(0, 100, size=shape).astype(spec.dtype))
+        elif np.dtype(spec.dtype).kind == "b":
+            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
+    return arrays
+
+
+def _run_one(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
+    import hwdeploy
+
+    started = time.perf_counter()
+    p = hwdeploy.predictor(model_ref, device=args.device, fallback=args.fallback)
+    created = time.perf_counter() - started
+    try:
+        inputs = _load_inputs(p, args)
+        outputs = p.run(*inputs)  # warm-up, and the outputs we report
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            p.run(*inputs)
+            times.append(time.perf_counter() - t0)
+        receipt = p.receipt()
+    finally:
+        p.close()
+    result = {
+        "model": model_ref, "device": receipt.actual, "backend": receipt.backend, "plugin": receipt.plugin,
+        "create_s": created, "latency_ms": float(np.median(times) * 1e3) if times else None,
+        "outputs": [{"name": n, "shape": list(o.shape), "dtype": str(o.dtype), "mean": float(np.mean(o)),
+                     "std": float(np.std(o))} for n, o in zip(p.output_names, outputs)],
+        "fallback_reasons": receipt.fallback_reasons(), "receipt": receipt.to_dict(),
+    }
+    if args.output:
+        np.savez(args.output, **{n: o for n, o in zip(p.output_names, outputs)})
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    if args.model:
+        models = [args.model]
+    else:
+        from hwdeploy import zoo
+
+        models = [f"zoo:{name}" for name in zoo.names()]
+    if args.input and len(models) > 1:
+        raise SystemExit("--input needs a MODEL")
+    results, failures = [], 0
+    with Progress(console=_console(stderr=True), transient=True, disable=args.json) as progress:
+        task = progress.add_task("running", total=len(models))
+        for ref in models:
+            progress.update(task, description=f"{ref} on {args.device}")
+            try:
+                results.append(_run_one(ref, args))
+            except Exception as exc:  # report every model, fail at the end
+                from hwdeploy.errors import FallbackError
+
+                failures += 1
+                entry = {"model": ref, "error": f"{type(exc).__name__}: {exc}"}
+                if isinstance(exc, FallbackError):
+                    entry["receipt"] = exc.receipt.to_dict()
+                results.append(entry)
+            progress.advance(task)
+    if args.receipt:
+        receipts = [r.get("receipt") for r in results]
+        Path(args.receipt).write_text(json.dumps(receipts[0] if len(receipts) == 1 else receipts, indent=2))
+    if args.json:
+        _print_json(results if len(results) > 1 else results[0])
+    elif len(results) == 1 and "error" in results[0]:
+        _console(stderr=True).print(f"[red]error:[/] {results[0]['error']}")
+    else:
+        table = Table(title=f"hwdeploy run --device {args.device}")
+        for column in ("model", "ran on", "backend", "create", "latency", "outputs", "status"):
+            table.add_column(column, overflow="fold")
+        for r in results:
+            if "error" in r:
+                table.add_row(r["model"], "", "", "", "", "", f"[red]{r['error']}[/]")
+                continue
+            outs = ", ".join(f"{o['name']}{o['shape']}" for o in r["outputs"])
+            status = "[yellow]fallback: " + "; ".join(r["fallback_reasons"]) + "[/]" if r["fallback_reasons"] else "[green]ok[/]"
+            table.add_row(r["model"], r["device"], r["backend"], f"{r['create_s']:.2f} s",
+                          f"{r['latency_ms']:.2f} ms" if r["latency_ms"] is not None else "", outs, status)
+        _console().print(table)
+    return EXIT_FAIL if failures else EXIT_OK
+
+
+# ------------------------------------------------------------------ convert
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import hwdeploy
+
+    if args.list or not args.target:
+        targets = [{"target": t.name, "plugin": p, "description": t.description, "device_kinds": list(t.device_kinds)}
+                   for p, t in hwdeploy.conversion_targets()]
+        if args.json:
+            _print_json(targets)
+        else:
+            from rich.table import Table
+
+            table = Table(title="conversion targets")
+            for column in ("target", "plugin", "device kinds", "description"):
+                table.add_column(column)
+            for t in targets:
+                table.add_row(t["target"], t["plugin"], ", ".join(t["device_kinds"]), t["description"])
+            _console().print(table)
+        return EXIT_OK if args.list else EXIT_USAGE
+    if not args.model:
+        raise SystemExit("convert needs MODEL and --target")
+    with _console(stderr=True).status(f"converting {args.model} for {args.target}", spinner="dots"):
+        artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **_parse_options(args.option))
+    if args.out:
+        import shutil
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for name in artifact.files:
+            shutil.copy2(artifact.path(name), Path(args.out) / name)
+    data = artifact.to_dict()
+    if args.json:
+        _print_json(data)
+    else:
+        _console().print(f"[green]{args.target}[/] artifact {'(cached) ' if artifact.cached else ''}in {artifact.directory}")
+        for name in artifact.files:
+            _console().print(f"  {name}  {_human_bytes(artifact.path(name).stat().st_size)}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ zoo
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from hwdeploy import zoo
+
+    if args.zoo_command == "export":
+        path = zoo.export(args.name, Path(args.dest), format=args.format)
+        _console().print(f"exported {args.name} ({args.format}) to {path}")
+        return EXIT_OK
+    entries = [zoo.entry(name) for name in zoo.names()]
+    rows = [{"name": e.name, "task": e.task, "description": e.description, "batch_range": list(e.batch_range),
+             "inputs": [str(i) for i in e.inputs]} for e in entries]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="hwdeploy zoo")
+    for column in ("name", "task", "batch", "inputs", "description"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["task"], "{}..{}".format(*r["batch_range"]), "; ".join(r["inputs"]), r["description"])
+    _console().print(table)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    from hwdeploy.api import hwdeploy_version
+
+    parser = argparse.ArgumentParser(prog="hwdeploy", description="Run Paddle models on whatever accelerator this machine has.")
+    parser.add_argument("--version", action="version", version=f"hwdeploy {hwdeploy_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("devices", help="list devices, and why absent kinds are absent")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("plugins", help="list plugins: loaded, failed (with the error), incompatible")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("run", help="run a model (default: every zoo model) and show where it really ran")
+    p.add_argument("model", nargs="?", help="model directory, prefix or file, or zoo:NAME (default: the whole zoo)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--input", action="append", help=".npy file per input, in input order (repeatable)")
+    p.add_argument("--random", action="store_true", help="use generated inputs (the default without --input)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=10, help="timed runs after one warm-up")
+    p.add_argument("--fallback", choices=("error", "warn", "allow"), default="error")
+    p.add_argument("--receipt", help="write the execution receipt(s) to this JSON file")
+    p.add_argument("--output", help="save outputs to this .npz file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("convert", help="convert a model for a target (cached by content hash)")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--target")
+    p.add_argument("--option", action="append", help="KEY=VALUE (JSON value) passed to the converter")
+    p.add_argument("--out", help="copy the artifact files here")
+    p.add_argument("--refresh", action="store_true", help="ignore the cache")
+    p.add_argument("--list", action="store_true", help="list conversion targets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("zoo", help="the built-in model zoo")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="list|export")
+    zl = zsub.add_parser("list", help="list zoo models")
+    zl.add_argument("--json", action="store_true")
+    ze = zsub.add_parser("export", help="export a zoo model to a directory")
+    ze.add_argument("name")
+    ze.add_argument("dest")
+    ze.add_argument("--format", choices=("pir", "legacy"), default="pir")
+    p.set_defaults(func=cmd_zoo, zoo_command="list", json=False)
+
+    plugin_commands = {}
+    from hwdeploy.plugins import get_plugin_manager
+    from hwdeploy.types import CliCommand
+
+    for plugin, commands in get_plugin_manager().call_all("hwdeploy_cli_commands"):
+        for command in commands:
+            if not isinstance(command, CliCommand) or command.name in sub.choices:
+                continue
+            p = sub.add_parser(command.name, help=f"{command.help} (plugin {plugin})")
+            try:
+                command.configure_parser(p)
+            except Exception as exc:  # a broken plugin must not break the CLI
+                logging.getLogger("hwdeploy").warning("plugin %s: cannot add command %s: %s", plugin, command.name, exc)
+                continue
+            p.set_defaults(func=command.run)
+            plugin_commands[command.name] = plugin
+    return parser, plugin_commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hwdeploy.errors import HwdeployError
+
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except HwdeployError as exc:
+        _console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

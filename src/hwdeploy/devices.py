@@ -1,0 +1,100 @@
+"""Device strings and the :class:`Device` record plugins report."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hwdeploy.errors import DeviceStringError
+
+# "auto", "auto:fastest", "cpu", "gpu", "gpu:1", "npu:0", vendor kinds like "xpu:3".
+_DEVICE_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9_]{0,31})(?::(?P<index>[^:]*))?$")
+AUTO_MODES = ("fastest",)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device string: ``kind`` plus an optional ``index``.
+
+    ``DeviceSpec.parse("gpu:1") == DeviceSpec("gpu", 1)``; ``"gpu"`` leaves the
+    index open (the first available one is used). ``auto`` may carry a mode:
+    ``auto:fastest``.
+    """
+
+    kind: str
+    index: int | None = None
+    mode: str | None = None
+
+    @classmethod
+    def parse(cls, text: "str | DeviceSpec") -> "DeviceSpec":
+        if isinstance(text, DeviceSpec):
+            return text
+        if not isinstance(text, str):
+            raise DeviceStringError(f"device must be a string like 'cpu' or 'npu:0', got {type(text).__name__}")
+        raw = text
+        text = text.strip().lower()
+        match = _DEVICE_RE.match(text)
+        if not match:
+            raise DeviceStringError(
+                f"malformed device string {raw!r}: expected KIND or KIND:INDEX, e.g. 'cpu', 'gpu:1', 'npu:0', 'auto'"
+            )
+        kind, index = match["kind"], match["index"]
+        if kind == "auto":
+            if index is None:
+                return cls("auto")
+            if index in AUTO_MODES:
+                return cls("auto", mode=index)
+            raise DeviceStringError(f"unknown auto mode {index!r} in device string {raw!r}; known: {', '.join(AUTO_MODES)}")
+        if index is None:
+            return cls(kind)
+        if not index.isdigit() or len(index) > 6:
+            raise DeviceStringError(f"malformed device index in {raw!r}: expected a non-negative integer, e.g. '{kind}:0'")
+        return cls(kind, int(index))
+
+    def __str__(self) -> str:
+        if self.mode:
+            return f"{self.kind}:{self.mode}"
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+    def matches(self, device: "Device") -> bool:
+        return device.kind == self.kind and (self.index is None or device.index == self.index)
+
+
+@dataclass
+class Device:
+    """One device a plugin can run models on, or a kind it knows is absent.
+
+    Plugins return these from ``hwdeploy_discover_devices``. A device that
+    cannot be used right now is still reported, with ``available=False`` and a
+    ``reason`` that says why and how to fix it: that is what ``hwdeploy devices``
+    shows an integrator.
+    """
+
+    kind: str
+    index: int = 0
+    name: str = ""
+    backend: str = ""
+    available: bool = True
+    reason: str = ""
+    #: ``device="auto"`` takes the available device with the highest priority.
+    #: Conventions: dedicated accelerators 100 (gpu) / 90 (npu, mlu), cpu 0,
+    #: software-emulated or browser devices below 0 (never chosen by "auto").
+    priority: int = 0
+    memory_bytes: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    #: Filled in by hwdeploy: the plugin that reported this device.
+    plugin: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["id"] = self.id
+        return data
+
+    def __str__(self) -> str:
+        return self.id

@@ -1,0 +1,180 @@
+"""Finding and checking a Paddle model's files before any runtime touches them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from hwdeploy.errors import ModelError, ModelFormatError, ModelNotFoundError
+
+PROGRAM_SUFFIXES = {".json": "pir", ".pdmodel": "legacy"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (``-1`` for a dynamic dimension) and numpy dtype name of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A Paddle inference model on disk: program file + parameter file.
+
+    ``format`` is ``"pir"`` (Paddle 3: ``NAME.json``) or ``"legacy"``
+    (``NAME.pdmodel``). Build one with :func:`load_model`.
+    """
+
+    program: Path
+    params: Path | None
+    format: Literal["pir", "legacy"]
+    name: str = ""
+    #: Extra facts from whoever built the model (the zoo sets task, batch range...).
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Content hash of program + params: the key of every cache hwdeploy keeps."""
+        digest = hashlib.sha256()
+        for path in (self.program, self.params):
+            if path is None:
+                continue
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    @property
+    def prefix(self) -> Path:
+        return self.program.with_suffix("")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "program": str(self.program), "params": str(self.params) if self.params else None,
+                "format": self.format, "sha256": self.sha256}
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.format}, {self.program})"
+
+
+ModelLike = Union[str, os.PathLike, Model, tuple]
+
+
+def load_model(model: ModelLike, params: str | os.PathLike | None = None, *, validate: bool = True) -> Model:
+    """Resolve ``model`` to a :class:`Model` and check its files.
+
+    Accepts a directory holding one model, a path prefix (``dir/inference``),
+    the program file itself, ``(program, params)``, a :class:`Model`, or
+    ``"zoo:NAME"`` for a built-in zoo model.
+    """
+    if isinstance(model, Model):
+        result = model
+    elif isinstance(model, tuple):
+        if len(model) != 2:
+            raise ModelError(f"a model tuple must be (program_file, params_file), got {len(model)} items")
+        return load_model(model[0], model[1], validate=validate)
+    elif isinstance(model, str) and model.startswith("zoo:"):
+        from hwdeploy import zoo
+
+        return zoo.get(model[4:]).model
+    elif isinstance(model, (str, os.PathLike)):
+        result = _resolve_path(Path(model), Path(params) if params is not None else None)
+    else:
+        raise ModelError(f"model must be a path, a (program, params) tuple or a Model, got {type(model).__name__}")
+    if validate:
+        validate_model(result)
+    return result
+
+
+def _resolve_path(path: Path, params: Path | None) -> Model:
+    if path.is_dir():
+        programs = sorted(p for p in path.iterdir() if p.suffix in PROGRAM_SUFFIXES and p.is_file()
+                          and not p.name.startswith("."))
+        # A directory exported with both formats holds NAME.json and NAME.pdmodel: prefer PIR.
+        stems = {p.stem for p in programs}
+        if len(stems) != 1:
+            found = ", ".join(p.name for p in programs) or "nothing"
+            raise ModelNotFoundError(
+                f"{path}: expected exactly one model (NAME.json or NAME.pdmodel + NAME.pdiparams), found {found}", path)
+        program = next(p for p in sorted(programs, key=lambda p: p.suffix != ".json"))
+    elif path.suffix in PROGRAM_SUFFIXES:
+        program = path
+    elif path.suffix == ".pdiparams":
+        candidates = [path.with_suffix(s) for s in PROGRAM_SUFFIXES if path.with_suffix(s).exists()]
+        if not candidates:
+            raise ModelNotFoundError(f"{path}: no program file (.json or .pdmodel) beside this parameter file", path)
+        program, params = candidates[0], path
+    else:  # a prefix
+        candidates = [path.with_name(path.name + s) for s in PROGRAM_SUFFIXES]
+        existing = [c for c in candidates if c.exists()]
+        if not existing:
+            raise ModelNotFoundError(
+                f"model not found: {path} is not a directory, and neither {candidates[0]} nor {candidates[1]} exists", path)
+        program = existing[0]
+    if not program.exists():
+        raise ModelNotFoundError(f"model program file not found: {program}", program)
+    if params is None:
+        params = program.with_suffix(".pdiparams")
+        if not params.exists():
+            raise ModelNotFoundError(f"model parameter file not found: {params} (beside {program.name})", params)
+    elif not params.exists():
+        raise ModelNotFoundError(f"model parameter file not found: {params}", params)
+    name = program.parent.name if program.stem in ("inference", "model") else program.stem
+    return Model(program.resolve(), params.resolve(), PROGRAM_SUFFIXES[program.suffix], name)
+
+
+def validate_model(model: Model) -> None:
+    """Check that the files are complete and consistent, naming the bad file if not.
+
+    PIR programs are parsed and their parameter list checked against the
+    parameter file tensor by tensor (count, dtype, shape) without Paddle.
+    Legacy programs are checked for a well-formed parameter stream.
+    """
+    from hwdeploy import paddle_format
+
+    for path in (model.program, model.params):
+        if path is not None and path.stat().st_size == 0:
+            raise ModelFormatError(f"{path}: file is empty", path)
+    records = paddle_format.scan_params(model.params) if model.params else []
+    if model.format == "pir":
+        program = paddle_format.load_pir_program(model.program)
+        expected = sorted(program.parameters)  # save_combine writes parameters sorted by name
+        if len(expected) != len(records):
+            raise ModelFormatError(f"{model.params}: holds {len(records)} tensors but {model.program.name} declares"
+                                   f" {len(expected)} parameters (mismatched or truncated files)", model.params)
+        for (name, dtype, shape), rec in zip(expected, records):
+            if tuple(shape) != rec.shape or dtype != rec.dtype:
+                raise ModelFormatError(f"{model.params}: parameter {name} is {rec.dtype}{list(rec.shape)} in the file"
+                                       f" but {dtype}{list(shape)} in {model.program.name}", model.params)
+        if not program.inputs:
+            raise ModelFormatError(f"{model.program}: program has no inputs (no pd_op.data op)", model.program)
+    else:
+        data = model.program.read_bytes()
+        # A ProgramDesc starts with field 1 (blocks), a length-delimited message: tag 0x0a.
+        if data[:1] != b"\x0a":
+            raise ModelFormatError(f"{model.program}: not a Paddle ProgramDesc (.pdmodel) file", model.program)
+
+
+def model_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+    """Input/output specs read from a PIR program without Paddle (None for legacy)."""
+    if model.format != "pir":
+        return None
+    from hwdeploy import paddle_format
+
+    program = paddle_format.load_pir_program(model.program)
+    inputs = [TensorSpec(n, tuple(s), d) for n, d, s in program.inputs]
+    outputs = []
+    for op in program.ops:
+        if op.type == "pd_op.fetch":
+            dtype, shape = op.output_types[0] or ("", ())
+            outputs.append(TensorSpec(op.attrs.get("name", f"fetch_{len(outputs)}"), tuple(shape), dtype))
+    return inputs, outputs

@@ -1,0 +1,247 @@
+"""Read Paddle model files without importing Paddle.
+
+Used to validate a model before any Paddle call sees it (a truncated file gets
+a typed error naming the file), and by converters that need the program and the
+weights (Paddle.js, Paddle Lite) without a Paddle runtime.
+
+Formats:
+- ``.pdiparams`` (save_combine): for each tensor, ``u32 version=0``, ``u64 lod_level``
+  and that many ``(u64 nbytes, bytes)`` levels, then ``u32 version=0``, ``i32 desc_size``,
+  a ``TensorDesc`` protobuf (field 1 data type, field 2 dims) and the raw data.
+- PIR ``.json``: ``{"base_code": {"magic": "pir", ...}, "program": {"regions": [...]}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from hwdeploy.errors import ModelFormatError
+
+# paddle/phi/core/framework/framework.proto VarType.Type -> numpy dtype
+PADDLE_DTYPES: dict[int, str] = {
+    0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16", 5: "float32",
+    6: "float64", 20: "uint8", 21: "int8", 22: "bfloat16", 23: "complex64", 24: "complex128",
+}
+# PIR type tags -> numpy dtype
+PIR_DTYPES: dict[str, str] = {
+    "0.t_f16": "float16", "0.t_f32": "float32", "0.t_f64": "float64", "0.t_bf16": "bfloat16",
+    "0.t_i8": "int8", "0.t_ui8": "uint8", "0.t_i16": "int16", "0.t_i32": "int32",
+    "0.t_i64": "int64", "0.t_bool": "bool", "0.t_c64": "complex64", "0.t_c128": "complex128",
+}
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # byte offset of the data in the file
+    nbytes: int
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _tensor_desc(buf: bytes) -> tuple[int, list[int]]:
+    """Decode the two fields of a TensorDesc protobuf message."""
+    pos, dtype, dims = 0, None, []
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        fnum, wtype = key >> 3, key & 7
+        if wtype == 0:
+            value, pos = _varint(buf, pos)
+            if fnum == 1:
+                dtype = value
+            elif fnum == 2:
+                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+        elif wtype == 2:
+            length, pos = _varint(buf, pos)
+            chunk, pos = buf[pos:pos + length], pos + length
+            if fnum == 2:  # packed dims
+                p = 0
+                while p < len(chunk):
+                    value, p = _varint(chunk, p)
+                    dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wtype}")
+    if dtype is None:
+        raise ValueError("TensorDesc without data_type")
+    return dtype, dims
+
+
+def scan_params(path: Path) -> list[TensorRecord]:
+    """Walk a combined ``.pdiparams`` file; raise ModelFormatError if it is not exactly one."""
+    path = Path(path)
+    data = path.read_bytes()
+    records: list[TensorRecord] = []
+    pos = 0
+
+    def need(n: int, what: str) -> None:
+        if pos + n > len(data):
+            raise ModelFormatError(
+                f"{path}: truncated parameter file (tensor #{len(records)}: {what} needs {n} bytes at offset {pos},"
+                f" file has {len(data)})", path)
+
+    while pos < len(data):
+        need(12, "header")
+        version, lod_level = struct.unpack_from("<IQ", data, pos)
+        if version != 0:
+            raise ModelFormatError(f"{path}: not a Paddle parameter file (tensor #{len(records)} at offset {pos}"
+                                   f" has version {version}, expected 0)", path)
+        pos += 12
+        if lod_level > 16:
+            raise ModelFormatError(f"{path}: corrupt parameter file (lod level {lod_level} at tensor #{len(records)})", path)
+        for _ in range(lod_level):
+            need(8, "lod size")
+            (size,) = struct.unpack_from("<Q", data, pos)
+            pos += 8
+            need(size, "lod data")
+            pos += size
+        need(8, "tensor header")
+        tversion, desc_size = struct.unpack_from("<Ii", data, pos)
+        pos += 8
+        if tversion != 0 or not 0 < desc_size < 1 << 16:
+            raise ModelFormatError(f"{path}: corrupt parameter file (bad tensor header at tensor #{len(records)})", path)
+        need(desc_size, "tensor desc")
+        try:
+            dtype_code, dims = _tensor_desc(data[pos:pos + desc_size])
+        except ValueError as exc:
+            raise ModelFormatError(f"{path}: corrupt tensor description at tensor #{len(records)}: {exc}", path) from None
+        pos += desc_size
+        if dtype_code not in PADDLE_DTYPES or any(d < 0 for d in dims):
+            raise ModelFormatError(f"{path}: corrupt tensor description at tensor #{len(records)}"
+                                   f" (dtype code {dtype_code}, dims {dims})", path)
+        dtype = PADDLE_DTYPES[dtype_code]
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        nbytes = int(np.prod(dims, dtype=np.int64)) * itemsize if dims else itemsize
+        need(nbytes, "tensor data")
+        records.append(TensorRecord(dtype, tuple(dims), pos, nbytes))
+        pos += nbytes
+    return records
+
+
+def read_params(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Load every tensor of a combined parameter file, named in file order by ``names``."""
+    records = scan_params(path)
+    if len(records) != len(names):
+        raise ModelFormatError(f"{path}: holds {len(records)} tensors but the program has {len(names)} parameters", path)
+    raw = Path(path).read_bytes()
+    out = {}
+    for name, rec in zip(names, records):
+        if rec.dtype == "bfloat16":
+            bits = np.frombuffer(raw, "<u2", rec.nbytes // 2, rec.offset).astype(np.uint32) << 16
+            out[name] = bits.view(np.float32).reshape(rec.shape)
+        else:
+            out[name] = np.frombuffer(raw, rec.dtype, rec.nbytes // np.dtype(rec.dtype).itemsize, rec.offset).reshape(rec.shape).copy()
+    return out
+
+
+# ---------------------------------------------------------------- PIR programs
+
+
+def _attr_value(node: Any) -> Any:
+    """Decode a typed PIR attribute node ``{"#": "0.a_str", "D": ...}``."""
+    if isinstance(node, dict) and "D" in node:
+        return _attr_value(node["D"])
+    if isinstance(node, list):
+        return [_attr_value(x) for x in node]
+    return node
+
+
+def _tensor_type(value: dict) -> tuple[str, tuple[int, ...]] | None:
+    tt = value.get("TT") if isinstance(value, dict) else None
+    if not tt or tt.get("#") != "0.t_dtensor":
+        return None
+    dtype_node, shape = tt["D"][0], tt["D"][1]
+    return PIR_DTYPES.get(dtype_node.get("#"), dtype_node.get("#")), tuple(shape)
+
+
+@dataclass
+class PirOp:
+    type: str  # "pd_op.conv2d" style, dialect prefix expanded
+    attrs: dict[str, Any]
+    inputs: list[int | None]
+    outputs: list[int | None]
+    output_types: list[tuple[str, tuple[int, ...]] | None]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+_DIALECTS = {"0": "builtin", "1": "pd_op", "2": "cf", "3": "custom_op"}
+
+
+@dataclass
+class PirProgram:
+    ops: list[PirOp]
+    parameters: list[tuple[str, str, tuple[int, ...]]]  # (name, dtype, shape) in program order
+    inputs: list[tuple[str, str, tuple[int, ...]]]  # data ops: (name, dtype, shape)
+    outputs: list[str]  # fetch names
+
+    def op_types(self) -> list[str]:
+        return [op.type for op in self.ops]
+
+
+def load_pir_program(path: Path) -> PirProgram:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: not a valid Paddle PIR program (JSON error: {exc})", path) from None
+    if not isinstance(doc, dict) or doc.get("base_code", {}).get("magic") != "pir" or "program" not in doc:
+        raise ModelFormatError(f"{path}: not a Paddle PIR program (no base_code.magic == 'pir')", path)
+    try:
+        block = doc["program"]["regions"][0]["blocks"][0]
+        return _parse_block(block)
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: malformed Paddle PIR program ({type(exc).__name__}: {exc})", path) from None
+
+
+def _parse_block(block: dict) -> PirProgram:
+    ops, params, inputs, outputs = [], [], [], []
+    for raw in block["ops"]:
+        tag = raw["#"]
+        outs = raw.get("O", [])
+        outs = outs if isinstance(outs, list) else [outs]
+        if tag == "p":  # parameter: "A": [?, ?, ?, name]
+            name = raw["A"][3]
+            ttype = _tensor_type(outs[0])
+            # "OA" = [persistable, stop_gradient, trainable]; non-persistable ones (an RNN's
+            # dropout state) are not in the .pdiparams file.
+            if (raw.get("OA") or [1])[0]:
+                params.append((name, ttype[0], ttype[1]))
+            ops.append(PirOp("builtin.parameter", {"parameter_name": name}, [], [outs[0].get("%")], [ttype], raw))
+            continue
+        dialect, _, name = tag.partition(".")
+        op_type = f"{_DIALECTS.get(dialect, dialect)}.{name}" if name else tag
+        attrs = {a["N"]: _attr_value(a["AT"]) for a in raw.get("A", []) if isinstance(a, dict) and "N" in a}
+        op = PirOp(op_type, attrs, [i.get("%") if isinstance(i, dict) else None for i in raw.get("I", [])],
+                   [o.get("%") if isinstance(o, dict) else None for o in outs],
+                   [_tensor_type(o) for o in outs], raw)
+        ops.append(op)
+        if op_type == "pd_op.data":
+            dtype, shape = op.output_types[0] or (attrs.get("dtype"), tuple(attrs.get("shape", ())))
+            inputs.append((attrs["name"], dtype, tuple(shape)))
+        elif op_type == "pd_op.fetch":
+            outputs.append(attrs.get("name", f"fetch_{len(outputs)}"))
+    return PirProgram(ops, params, inputs, outputs)
+
+
+def iter_sub_blocks(op: PirOp) -> Iterator[dict]:
+    for region in op.raw.get("regions", []) or []:
+        yield from region.get("blocks", [])

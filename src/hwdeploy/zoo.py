@@ -1,0 +1,571 @@
+"""The built-in model zoo: six real architectures, built with Paddle on first use and cached.
+
+    from hwdeploy import zoo
+    zoo.names()                       # ['mlp', 'mobilenet_v2', 'resnet18', ...]
+    z = zoo.get("mobilenet_v2")       # built once, then read from the cache
+    p = hwdeploy.predictor(z.model, device="cpu")
+    p.run(*z.sample_inputs(batch=4))
+
+Weights are deterministic and re-initialised so that activations and outputs
+are unit-scale (random-init Paddle vision models output ~1e-8, which makes
+any parity check meaningless): He-normal weights from a per-model numpy seed,
+batch-norm statistics calibrated on sample inputs, and the output layer
+rescaled so the outputs have mean 0 and std 1 on those inputs.
+
+Each model is exported in the PIR format (``NAME.json`` + ``NAME.pdiparams``)
+and, where Paddle still can, in the legacy format (``NAME.pdmodel``), which
+Paddle Lite and Paddle.js need. Building happens in child processes: importing
+this module or calling :func:`get` on a cached model never imports Paddle, and
+a crash while building cannot take the caller down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwdeploy.cache import build_once, cache_dir
+from hwdeploy.errors import BackendError, ConversionError, ModelError, ModelNotFoundError
+from hwdeploy.model import Model, load_model
+
+#: Bump when an architecture, its initialisation or the export changes: old caches are then ignored.
+ZOO_VERSION = "2"
+#: Seed of the sample batch that calibrates batch norms and output scale (tests use other seeds).
+CALIBRATION_SEED = 20240917
+CALIBRATION_BATCH = 16
+BUILD_TIMEOUT = 600.0
+TASKS = ("classification", "segmentation", "sequence", "regression")
+
+
+@dataclass(frozen=True)
+class ZooInput:
+    """One model input: name, shape (``-1`` = dynamic), dtype and the distribution of realistic values.
+
+    ``example_shape`` gives the size used for dynamic dimensions other than
+    the batch (``-1`` in it stands for the batch), e.g. the sequence length.
+    ``distribution`` is ``"normal"`` (N(0, 1), like normalised images) or
+    ``"tokens"`` (integers uniform in ``[0, high)``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    distribution: str
+    high: int | None = None
+    example_shape: tuple[int, ...] | None = None
+
+    def concrete_shape(self, batch: int = 1, **dims: int) -> tuple[int, ...]:
+        """The shape with the batch (and the example sizes of other dynamic dims) filled in."""
+        example = self.example_shape or self.shape
+        shape = tuple(batch if i == 0 and d == -1 else d for i, d in enumerate(example))
+        if "seq_len" in dims and len(self.shape) > 1 and self.shape[1] == -1:
+            shape = shape[:1] + (dims["seq_len"],) + shape[2:]
+        return shape
+
+    def sample(self, rng: np.random.Generator, batch: int = 1, **dims: int) -> np.ndarray:
+        shape = self.concrete_shape(batch, **dims)
+        if self.distribution == "normal":
+            return rng.standard_normal(shape).astype(self.dtype)
+        if self.distribution == "tokens":
+            return rng.integers(0, self.high, size=shape).astype(self.dtype)
+        raise ValueError(f"unknown distribution {self.distribution!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        dist = "normal(0,1)" if self.distribution == "normal" else f"uniform integers in [0,{self.high})"
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "distribution": dist,
+                "example_shape": list(self.example_shape or self.shape)}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """What a zoo model is, known without building it."""
+
+    name: str
+    description: str
+    task: str
+    inputs: tuple[ZooInput, ...]
+    batch_range: tuple[int, int] = (1, 8)
+    #: Output layout in words (``"logits [N, 1000]"``).
+    output: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "task": self.task,
+                "inputs": [i.to_dict() for i in self.inputs], "batch_range": list(self.batch_range),
+                "output": self.output}
+
+
+def _image(size: int) -> ZooInput:
+    return ZooInput("x", (-1, 3, size, size), "float32", "normal")
+
+
+VOCAB = 1000
+MAX_SEQ_LEN = 128
+_TOKENS = ZooInput("tokens", (-1, -1), "int64", "tokens", high=VOCAB, example_shape=(-1, 32))
+
+_ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("mlp", "3-layer perceptron (64 -> 128 -> 128 -> 8, ReLU)", "regression",
+             (ZooInput("x", (-1, 64), "float32", "normal"),), output="values [N, 8]"),
+    ZooEntry("mobilenet_v2", "MobileNetV2 (paddle.vision, width 1.0, 1000 classes), 224x224 RGB", "classification",
+             (_image(224),), output="logits [N, 1000]"),
+    ZooEntry("resnet18", "ResNet-18 (paddle.vision, 1000 classes), 224x224 RGB", "classification",
+             (_image(224),), output="logits [N, 1000]"),
+    ZooEntry("transformer_encoder",
+             f"Transformer encoder: token + learned position embedding (d=64), 2 post-norm encoder layers (4-head "
+             f"self-attention, FFN 128, ReLU), mean pooling, 10-class head; vocab {VOCAB}, sequence length "
+             f"1..{MAX_SEQ_LEN}", "classification",
+             (_TOKENS,), output="logits [N, 10]"),
+    ZooEntry("gru_text", f"GRU tagger: embedding (32) + 1-layer GRU (64) + per-token 8-tag head; vocab {VOCAB}",
+             "sequence", (_TOKENS,), output="tag logits [N, L, 8]"),
+    ZooEntry("unet_small", "2-level U-Net: conv-BN-ReLU blocks, max-pool down, 2x2 transposed-conv up, skip"
+             " concatenations, 4-class per-pixel head; 64x64 RGB", "segmentation",
+             (_image(64),), output="per-pixel logits [N, 4, 64, 64]"),
+]}
+
+
+@dataclass
+class ZooModel:
+    """A built zoo model: the PIR :class:`~hwdeploy.Model`, the legacy one (or why not), and its description."""
+
+    entry: ZooEntry
+    model: Model
+    legacy: Model | None
+    legacy_error: str
+    directory: Path
+    #: Facts recorded at build time (seconds, output scale on the calibration batch, Paddle version).
+    build_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def sample_inputs(self, batch: int = 1, seed: int = 0, **dims: int) -> list[np.ndarray]:
+        """Realistic inputs (images ~N(0,1), tokens uniform in the vocabulary), one array per model input.
+
+        ``seq_len=`` overrides the example sequence length of token models.
+        """
+        return sample_inputs(self.entry.name, batch, seed, **dims)
+
+
+def names() -> list[str]:
+    """The zoo's model names."""
+    return list(_ENTRIES)
+
+
+def entry(name: str) -> ZooEntry:
+    """The description of zoo model ``name``; :class:`~hwdeploy.ModelNotFoundError` lists the names if unknown."""
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise ModelNotFoundError(f"no zoo model named {name!r}; the zoo has: {', '.join(_ENTRIES)}", name) from None
+
+
+def sample_inputs(name: str, batch: int = 1, seed: int = 0, **dims: int) -> list[np.ndarray]:
+    """Sample inputs for zoo model ``name`` without building it (numpy only)."""
+    e = entry(name)
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    rng = np.random.default_rng(seed)
+    return [spec.sample(rng, batch, **dims) for spec in e.inputs]
+
+
+def zoo_root() -> Path:
+    """The cache directory of this zoo version for the installed Paddle (``$HWDEPLOY_CACHE_DIR/zoo/...``).
+
+    Keyed by a hash of this file too: editing a model's definition can never serve stale weights.
+    """
+    return cache_dir("zoo", f"v{ZOO_VERSION}-{_source_hash()}-paddle{_paddle_version()}")
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+
+
+def _paddle_version() -> str:
+    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str], ZooModel] = {}
+
+
+def get(name: str) -> ZooModel:
+    """The zoo model ``name``, built on first use (a few seconds, in child processes) and cached on disk.
+
+    Safe to call from several processes at once: one builds, the others wait
+    for it and read the published copy. A cached copy that fails validation
+    is rebuilt.
+    """
+    e = entry(name)
+    root = zoo_root()
+    key = (name, str(root))
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        final = root / name
+        lock = root / f".{name}.lock"
+        if not final.is_dir():
+            with _file_lock(lock):  # the other processes wait here for the one that builds
+                build_once(final, lambda tmp: _build(name, tmp))
+        try:
+            model = _load(e, final)
+        except ModelError:
+            with _file_lock(lock):
+                try:  # another process may have repaired it meanwhile
+                    model = _load(e, final)
+                except ModelError:
+                    # A damaged cache entry (disk full, manual edits): move it away and build again.
+                    trash = final.with_name(f".{name}.broken.{os.getpid()}")
+                    os.rename(final, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                    build_once(final, lambda tmp: _build(name, tmp))
+                    model = _load(e, final)
+        _loaded[key] = model
+        return model
+
+
+def export(name: str, dest_dir: str | os.PathLike, format: str = "pir") -> Path:
+    """Copy zoo model ``name`` into ``dest_dir`` as ``NAME.json`` (``"pir"``) or ``NAME.pdmodel`` (``"legacy"``).
+
+    Returns the program file's path (which :func:`hwdeploy.load_model` accepts);
+    the ``NAME.pdiparams`` file lies beside it. Raises
+    :class:`~hwdeploy.ConversionError` if Paddle could not write the legacy format.
+    """
+    if format not in ("pir", "legacy"):
+        raise ValueError(f"format must be 'pir' or 'legacy', got {format!r}")
+    z = get(name)
+    model = z.model if format == "pir" else z.legacy
+    if model is None:
+        raise ConversionError(f"zoo model {name!r} has no legacy export: {z.legacy_error}")
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    program = dest / model.program.name
+    shutil.copyfile(model.program, program)
+    shutil.copyfile(model.params, dest / model.params.name)
+    return program
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released by the OS if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _load(e: ZooEntry, directory: Path) -> ZooModel:
+    info_path = directory / "build.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{info_path}: unreadable zoo build record ({exc})", info_path) from None
+    metadata_ = {"zoo": e.name, "zoo_version": ZOO_VERSION, "task": e.task, "batch_range": list(e.batch_range),
+                 "inputs": [i.to_dict() for i in e.inputs], "output": e.output, "description": e.description}
+    model = load_model(directory / "pir" / f"{e.name}.json")
+    model.metadata.update(metadata_)
+    legacy = None
+    if info.get("legacy_error") is None:
+        legacy = load_model(directory / "legacy" / f"{e.name}.pdmodel")
+        legacy.metadata.update(metadata_)
+    return ZooModel(e, model, legacy, info.get("legacy_error") or "", directory, info)
+
+
+def _build(name: str, tmp: Path) -> None:
+    """Build ``name`` into ``tmp``: PIR export, then legacy export, each in a child process."""
+    from hwdeploy.isolation import run_probe
+
+    if _paddle_version() == "none":
+        raise BackendError(f"building zoo model {name!r} needs Paddle: pip install paddlepaddle")
+    # One thread: deterministic reductions, and kind to the other processes on the machine.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "FLAGS_enable_pir_api": "1"}
+    started = time.monotonic()
+    result = run_probe("hwdeploy.zoo:_build_pir", [name, str(tmp)], timeout=BUILD_TIMEOUT, env=env)
+    if not result.ok:
+        raise BackendError(f"building zoo model {name!r} failed: {result.error}\n{result.stderr_tail}")
+    info = dict(result.value)
+    info["pir_seconds"] = round(time.monotonic() - started, 2)
+    started = time.monotonic()
+    legacy = run_probe("hwdeploy.zoo:_build_legacy", [name, str(tmp)], timeout=BUILD_TIMEOUT,
+                       env={**env, "FLAGS_enable_pir_api": "0"})
+    info["legacy_seconds"] = round(time.monotonic() - started, 2)
+    if legacy.ok:
+        info["legacy_error"] = None
+    else:
+        shutil.rmtree(tmp / "legacy", ignore_errors=True)
+        info["legacy_error"] = f"legacy unavailable: {_reason(legacy)}"
+    (tmp / "weights.npz").unlink(missing_ok=True)
+    info.update(zoo_version=ZOO_VERSION, paddle=_paddle_version(), entry=entry(name).to_dict(),
+                built_by_pid=os.getpid(), built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    (tmp / "build.json").write_text(json.dumps(info, indent=1))
+    os.chmod(tmp, 0o755)  # mkdtemp made it private; the published entry is an ordinary cache directory
+
+
+def _reason(result) -> str:
+    """The most telling line of a failed child: the Python exception if there is one."""
+    lines = [ln.strip() for ln in result.stderr_tail.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line.split(":", 1)[0] or line.startswith(("TypeError", "ValueError", "RuntimeError")):
+            return line[:400]
+    return result.error[:400]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Everything below runs in the child processes only: it imports Paddle.
+
+def _build_pir(name: str, out_dir: str) -> dict[str, Any]:
+    """Child: build ``name`` with deterministic unit-scale weights and export it as PIR; save the weights."""
+    import paddle
+
+    started = time.monotonic()
+    paddle.set_device("cpu")
+    layer, head = _make_layer(name)
+    _init_weights(layer, np.random.default_rng(zlib.crc32(name.encode())))
+    calib = [paddle.to_tensor(a) for a in sample_inputs(name, CALIBRATION_BATCH, CALIBRATION_SEED)]
+    _calibrate_batch_norms(layer, calib)
+    scale = _normalise_head(layer, head, calib, entry(name).task)
+    state = {k: v.numpy() for k, v in layer.state_dict().items()}
+    np.savez(Path(out_dir) / "weights.npz", **state)
+    _save(layer, name, Path(out_dir) / "pir")
+    scale["fp32_vs_fp64_rel_l2"] = _fp32_sensitivity(layer, [t[:4] for t in calib])
+    return {"params": int(sum(int(np.prod(p.shape)) for p in layer.parameters())), "calibration": scale,
+            "pir_build_seconds_in_child": round(time.monotonic() - started, 2)}
+
+
+def _fp32_sensitivity(layer, inputs) -> float:
+    """Relative L2 distance of the float32 outputs from float64 ones: the least any fp32 backend can differ by.
+
+    Parity tolerances across different kernels (oneDNN vs native, a device vs
+    the CPU) must sit well above this figure.
+    """
+    import paddle
+
+    _fill_rnn_dropout_state(layer)
+    with paddle.no_grad():
+        out32 = layer(*inputs).numpy().astype(np.float64)
+        layer.to(dtype="float64")
+        out64 = layer(*[t.astype("float64") if t.dtype == paddle.float32 else t for t in inputs]).numpy()
+    return float(np.linalg.norm(out32 - out64) / np.linalg.norm(out64))
+
+
+def _build_legacy(name: str, out_dir: str) -> dict[str, Any]:
+    """Child (``FLAGS_enable_pir_api=0``): the same layer and weights, exported as a legacy ProgramDesc."""
+    import paddle
+
+    paddle.set_device("cpu")
+    layer, _ = _make_layer(name)
+    with np.load(Path(out_dir) / "weights.npz") as weights:
+        layer.set_state_dict({k: paddle.to_tensor(weights[k]) for k in weights.files})
+    _fill_rnn_dropout_state(layer)
+    layer.eval()
+    _save(layer, name, Path(out_dir) / "legacy")
+    if not (Path(out_dir) / "legacy" / f"{name}.pdmodel").exists():
+        raise RuntimeError("paddle.jit.save wrote no .pdmodel (is FLAGS_enable_pir_api=0 honoured?)")
+    return {}
+
+
+def _fill_rnn_dropout_state(layer) -> None:
+    """Give RNN layers an (empty) dropout state: theirs is an uninitialised tensor, which the legacy tracer
+    cannot place ("Unknown place type: Place(undefined:0)") and ``Layer.to`` cannot cast. Inference never reads it."""
+    import paddle
+
+    for sub in layer.sublayers():
+        if isinstance(sub, paddle.nn.layer.rnn.RNNBase):
+            sub._dropout_state = paddle.zeros([0], dtype="uint8")
+
+
+def _save(layer, name: str, directory: Path) -> None:
+    import paddle
+
+    specs = [paddle.static.InputSpec([None if d == -1 else d for d in i.shape], i.dtype, i.name)
+             for i in entry(name).inputs]
+    layer.eval()
+    paddle.jit.save(layer, str(directory / name), input_spec=specs)
+
+
+def _init_weights(layer, rng: np.random.Generator) -> None:
+    """He-normal weights, near-identity norms, small random biases, all from ``rng`` in a fixed order."""
+    import paddle.nn as nn
+
+    for _, sub in layer.named_sublayers(include_self=True):
+        for pname, param in sub.named_parameters(include_sublayers=False):
+            shape = tuple(param.shape)
+            if isinstance(sub, (nn.layer.norm._BatchNormBase, nn.LayerNorm)):
+                value = rng.normal(1.0 if pname == "weight" else 0.0, 0.1, shape)
+            elif isinstance(sub, nn.Embedding):
+                value = rng.standard_normal(shape)
+            elif len(shape) == 1:  # biases
+                value = rng.normal(0.0, 0.1, shape)
+            elif isinstance(sub, nn.Linear):  # weight [in, out]
+                value = rng.normal(0.0, np.sqrt(2.0 / shape[0]), shape)
+            elif isinstance(sub, nn.Conv2DTranspose):  # weight [in, out/groups, kh, kw]
+                fan_in = shape[0] * shape[2] * shape[3] / float(np.prod(sub._stride))
+                value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            elif isinstance(sub, nn.Conv2D):  # weight [out, in/groups, kh, kw]
+                value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+            else:  # recurrent cells: weight [gates*hidden, fan_in]; tanh/sigmoid gates want gain 1
+                value = rng.normal(0.0, np.sqrt(1.0 / shape[-1]), shape)
+            param.set_value(value.astype(np.float32))
+
+
+def _calibrate_batch_norms(layer, inputs) -> None:
+    """Set every batch norm's running statistics to the statistics of one sample batch.
+
+    With all statistics from real activations, every normalised activation is
+    unit-scale however deep the network, in inference (eval) mode too.
+    """
+    import paddle
+    import paddle.nn as nn
+
+    norms = [s for s in layer.sublayers() if isinstance(s, nn.layer.norm._BatchNormBase)]
+    if not norms:
+        return
+    saved = [bn._momentum for bn in norms]
+    for bn in norms:
+        bn._momentum = 0.0  # running = batch statistics
+    layer.train()
+    with paddle.no_grad():
+        layer(*inputs)
+    for bn, momentum in zip(norms, saved):
+        bn._momentum = momentum
+    layer.eval()
+
+
+def _normalise_head(layer, head, inputs, task: str) -> dict[str, float]:
+    """Shift and scale the output layer so outputs have per-channel mean 0 and overall std 1 on ``inputs``.
+
+    Without the shift, pooled classifiers give nearly the same logits for
+    every input, and a parity check would mostly compare the bias.
+    """
+    import paddle
+
+    layer.eval()
+    with paddle.no_grad():
+        out = layer(*inputs).numpy().astype(np.float64)
+    axis = 1 if task == "segmentation" else out.ndim - 1
+    moved = np.moveaxis(out, axis, -1).reshape(-1, out.shape[axis])
+    mean = moved.mean(axis=0)
+    std = float((moved - mean).std())
+    spread = float(out.std(axis=0).mean())  # variation across the batch, before the fix
+    weight = head.weight.numpy().astype(np.float64)
+    bias = head.bias.numpy().astype(np.float64)
+    head.weight.set_value((weight / std).astype(np.float32))
+    head.bias.set_value(((bias - mean) / std).astype(np.float32))
+    return {"raw_output_std": std, "raw_output_abs_mean": float(np.abs(mean).mean()), "raw_batch_spread": spread}
+
+
+def _make_layer(name: str):
+    """``(layer, output_layer)`` for zoo model ``name`` (fresh, in inference mode)."""
+    import paddle
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+
+    paddle.seed(0)  # Paddle's own init is overwritten, but keep even that deterministic
+    if name == "mlp":
+        layer = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 8))
+        return layer, layer[4]
+    if name == "mobilenet_v2":
+        layer = paddle.vision.models.mobilenet_v2(pretrained=False, scale=1.0, num_classes=1000)
+        return layer, layer.classifier[1]
+    if name == "resnet18":
+        layer = paddle.vision.models.resnet18(pretrained=False, num_classes=1000)
+        return layer, layer.fc
+
+    class EncoderLayer(nn.Layer):
+        """Post-norm Transformer encoder layer (as nn.TransformerEncoderLayer with ReLU), written with ``@``:
+        nn.MultiHeadAttention calls paddle.matmul, which Paddle 3.3 cannot export to the legacy format."""
+
+        def __init__(self, dim=64, heads=4, ffn=128):
+            super().__init__()
+            self.heads, self.head_dim = heads, dim // heads
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.ffn1, self.ffn2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+
+        def forward(self, x):
+            # [N, L, 3*D] -> 3 x [N, heads, L, head_dim]
+            qkv = self.qkv(x).reshape([0, 0, 3, self.heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = F.softmax((q * self.head_dim ** -0.5) @ k.transpose([0, 1, 3, 2]), axis=-1)
+            mixed = (attn @ v).transpose([0, 2, 1, 3]).reshape([0, 0, self.heads * self.head_dim])
+            x = self.norm1(x + self.proj(mixed))
+            return self.norm2(x + self.ffn2(F.relu(self.ffn1(x))))
+
+    class TransformerClassifier(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, 64)
+            self.pos = nn.Embedding(MAX_SEQ_LEN, 64)
+            self.layers = nn.LayerList([EncoderLayer(), EncoderLayer()])
+            self.head = nn.Linear(64, 10)
+
+        def forward(self, tokens):
+            positions = paddle.arange(tokens.shape[1], dtype="int64").unsqueeze(0)
+            x = self.embed(tokens) + self.pos(positions)
+            for layer_ in self.layers:
+                x = layer_(x)
+            return self.head(x.mean(axis=1))
+
+    class GruTagger(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, 32)
+            self.gru = nn.GRU(32, 64)
+            self.head = nn.Linear(64, 8)
+
+        def forward(self, tokens):
+            hidden, _ = self.gru(self.embed(tokens))
+            return self.head(hidden)
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2D(cin, cout, 3, padding=1, bias_attr=False), nn.BatchNorm2D(cout), nn.ReLU(),
+                             nn.Conv2D(cout, cout, 3, padding=1, bias_attr=False), nn.BatchNorm2D(cout), nn.ReLU())
+
+    class UNetSmall(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.enc1, self.enc2, self.mid = block(3, 16), block(16, 32), block(32, 64)
+            # Up-convolutions as in the original U-Net. Not F.interpolate: Paddle 3.3.1 cannot run
+            # interpolation ops of a PIR program with oneDNN on ("ConvertPirAttribute2RuntimeAttribute").
+            self.up2 = nn.Conv2DTranspose(64, 32, 2, stride=2)
+            self.dec2 = block(64, 32)
+            self.up1 = nn.Conv2DTranspose(32, 16, 2, stride=2)
+            self.dec1 = block(32, 16)
+            self.head = nn.Conv2D(16, 4, 1)
+
+        def forward(self, x):
+            e1 = self.enc1(x)
+            e2 = self.enc2(F.max_pool2d(e1, 2))
+            m = self.mid(F.max_pool2d(e2, 2))
+            d2 = self.dec2(paddle.concat([self.up2(m), e2], axis=1))
+            d1 = self.dec1(paddle.concat([self.up1(d2), e1], axis=1))
+            return self.head(d1)
+
+    makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall}
+    if name not in makers:
+        entry(name)  # raises with the list of names
+        raise AssertionError(f"zoo entry {name!r} has no builder")
+    layer = makers[name]()
+    layer.eval()
+    return layer, layer.head
