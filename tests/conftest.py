@@ -29,14 +29,19 @@ MLP_SOURCE = textwrap.dedent('''
 ''')
 
 
-def build_tiny_mlp(prefix: Path) -> Path:
-    """Save a small PIR MLP (x: [-1, 8] float32 -> [-1, 4]) in a subprocess (the test process stays Paddle-free)."""
+def build_model(source: str, prefix: Path) -> Path:
+    """Run a model-saving script (``sys.argv[1]`` is the prefix) in a subprocess: the test process stays Paddle-free."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    script = prefix.parent / "build_mlp.py"  # dy2static reads the layer's source: it must live in a file
-    script.write_text(MLP_SOURCE)
+    script = prefix.parent / "build_model.py"  # dy2static reads the layer's source: it must live in a file
+    script.write_text(source)
     subprocess.run([sys.executable, str(script), str(prefix)], check=True, capture_output=True, timeout=120)
     script.unlink()
     return prefix
+
+
+def build_tiny_mlp(prefix: Path) -> Path:
+    """A small PIR MLP (x: [-1, 8] float32 -> [-1, 4])."""
+    return build_model(MLP_SOURCE, prefix)
 
 
 @pytest.fixture(scope="session")

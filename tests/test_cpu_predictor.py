@@ -145,3 +145,50 @@ def test_unknown_option_is_rejected(tiny_mlp):
 def test_bad_fallback_policy(tiny_mlp):
     with pytest.raises(ValueError, match="fallback"):
         hwdeploy.predictor(tiny_mlp, device="cpu", fallback="maybe")
+
+
+UPSAMPLE = '''
+import sys, paddle
+class Up(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 4, 3, padding=1)
+    def forward(self, x):
+        return paddle.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="nearest")
+m = Up()
+m.eval()
+paddle.jit.save(m, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
+'''
+
+NO_WEIGHTS = '''
+import sys, paddle
+class Double(paddle.nn.Layer):
+    def forward(self, x):
+        return paddle.nn.functional.relu(x) * 2.0
+m = Double()
+m.eval()
+paddle.jit.save(m, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 4], "float32", "x")])
+'''
+
+
+def test_upsampling_model_runs_with_onednn_turned_off_and_says_why(tmp_path):
+    from conftest import build_model
+
+    build_model(UPSAMPLE, tmp_path / "up" / "model")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("float32")
+    p = hwdeploy.predictor(tmp_path / "up", device="cpu")
+    assert p.run(x)[0].shape == (2, 4, 16, 16)
+    assert any("oneDNN disabled" in e and "nearest_interp" in e for e in p.receipt().evidence)
+    # The Paddle bug this works around: forcing oneDNN on fails at run time (a clear error, not an abort).
+    forced = hwdeploy.predictor(tmp_path / "up", device="cpu", onednn=True)
+    with pytest.raises(hwdeploy.BackendError, match="ConvertPirAttribute2RuntimeAttribute"):
+        forced.run(x)
+
+
+def test_model_without_weights_has_no_parameter_file_and_still_loads(tmp_path):
+    from conftest import build_model
+
+    build_model(NO_WEIGHTS, tmp_path / "double" / "model")
+    assert not (tmp_path / "double" / "model.pdiparams").exists()
+    p = hwdeploy.predictor(tmp_path / "double", device="cpu")
+    np.testing.assert_array_equal(p.run(np.array([[-1, 0.5, 2, -3]], "float32"))[0], [[0, 1, 4, 0]])

@@ -125,11 +125,25 @@ def _resolve_path(path: Path, params: Path | None) -> Model:
     if params is None:
         params = program.with_suffix(".pdiparams")
         if not params.exists():
-            raise ModelNotFoundError(f"model parameter file not found: {params} (beside {program.name})", params)
+            if _parameterless_pir(program):  # paddle.jit.save writes no .pdiparams for a model without weights
+                params = None
+            else:
+                raise ModelNotFoundError(f"model parameter file not found: {params} (beside {program.name})", params)
     elif not params.exists():
         raise ModelNotFoundError(f"model parameter file not found: {params}", params)
     name = program.parent.name if program.stem in ("inference", "model") else program.stem
-    return Model(program.resolve(), params.resolve(), PROGRAM_SUFFIXES[program.suffix], name)
+    return Model(program.resolve(), params.resolve() if params else None, PROGRAM_SUFFIXES[program.suffix], name)
+
+
+def _parameterless_pir(program: Path) -> bool:
+    if program.suffix != ".json":
+        return False
+    from hwdeploy import paddle_format
+
+    try:
+        return not paddle_format.load_pir_program(program).parameters
+    except ModelFormatError:
+        return False
 
 
 def validate_model(model: Model) -> None:

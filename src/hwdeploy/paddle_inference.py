@@ -64,12 +64,29 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def make_config(model: Model, *, threads: int | None = None, ir_optim: bool = True, onednn: bool = True,
+# Paddle 3.3.1 + oneDNN cannot run these PIR ops: create_predictor succeeds, run() fails with
+# "ConvertPirAttribute2RuntimeAttribute not support ArrayAttribute<DoubleAttribute>".
+ONEDNN_BROKEN_PIR_OPS = frozenset({"pd_op.bilinear_interp", "pd_op.nearest_interp", "pd_op.bicubic_interp",
+                                   "pd_op.linear_interp", "pd_op.trilinear_interp"})
+
+
+def onednn_blockers(model: Model) -> list[str]:
+    """PIR ops of ``model`` that oneDNN cannot run on this Paddle (empty for legacy programs)."""
+    if model.format != "pir":
+        return []
+    from hwdeploy.paddle_format import load_pir_program
+
+    return sorted(set(load_pir_program(model.program).op_types()) & ONEDNN_BROKEN_PIR_OPS)
+
+
+def make_config(model: Model, *, threads: int | None = None, ir_optim: bool = True, onednn: bool | None = None,
                 memory_optim: bool | None = None, optim_cache: bool = True, cache_tag: Any = None):
     """A ``paddle.inference.Config`` set up the way the server path should be.
 
     IR optimisation on (turning it off gives up every graph optimisation),
-    oneDNN on (~4.5x faster on MobileNetV2 here), and an optimized-program
+    oneDNN on (~4.5x faster on MobileNetV2 here) unless the program has ops
+    oneDNN cannot run on this Paddle (``onednn=None``, the default, decides;
+    see :func:`onednn_blockers`), and an optimized-program
     cache directory keyed by model hash + options. Memory optimisation is on
     for legacy programs only: on Paddle 3.3.1 ``enable_memory_optim`` makes
     ``create_predictor`` fail for PIR programs ("Not find predictor_id 0 and
@@ -78,13 +95,15 @@ def make_config(model: Model, *, threads: int | None = None, ir_optim: bool = Tr
     if memory_optim is None:
         memory_optim = model.format == "legacy"
     inference = inference_module()
-    config = inference.Config(str(model.program), str(model.params))
+    config = inference.Config(str(model.program), str(model.params) if model.params else "")
     config.disable_glog_info()
     config.switch_ir_optim(ir_optim)
     threads = default_threads() if threads is None else threads
     if not isinstance(threads, int) or threads < 1:
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     config.set_cpu_math_library_num_threads(threads)
+    if onednn is None:
+        onednn = not onednn_blockers(model)
     if onednn:
         config.enable_onednn()
     else:
@@ -183,6 +202,7 @@ class PaddleInferencePredictor(Predictor):
         self.model = model
         self.config = config
         self.options = dict(options or {})
+        self.notes: list[str] = []  # facts for the receipt's evidence (e.g. why oneDNN is off)
         self.backend = backend or self.backend
         self.check_finite = check_finite
         self._predictor = paddle_predictor if paddle_predictor is not None else create_paddle_predictor(config)
@@ -210,6 +230,7 @@ class PaddleInferencePredictor(Predictor):
                           options=_jsonable(self.options))
         receipt.evidence.append(f"paddle.inference.Config: use_gpu()={self.config.use_gpu()},"
                                 f" ir_optim()={self.config.ir_optim()}, onednn_enabled()={self.config.onednn_enabled()}")
+        receipt.evidence.extend(self.notes)
         if self._receipt_extra:
             self._receipt_extra(receipt)
         return receipt

@@ -60,7 +60,11 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if precision != "fp32":
         raise OptionError(f"cpu backend: precision {precision!r} is not supported (fp32 only)")
     config = pi.make_config(model, threads=options.get("threads"), ir_optim=options.get("ir_optim", True),
-                            onednn=options.get("onednn", True), memory_optim=options.get("memory_optim"),
+                            onednn=options.get("onednn"), memory_optim=options.get("memory_optim"),
                             optim_cache=options.get("optim_cache", True))
-    return pi.PaddleInferencePredictor(model, device, config, options=options,
-                                       check_finite=options.get("check_finite", True))
+    blockers = pi.onednn_blockers(model) if options.get("onednn") is None else []
+    predictor = pi.PaddleInferencePredictor(model, device, config, options=options,
+                                            check_finite=options.get("check_finite", True))
+    if blockers:
+        predictor.notes.append(f"oneDNN disabled: Paddle {pi.paddle_version()} cannot run {blockers} with oneDNN")
+    return predictor

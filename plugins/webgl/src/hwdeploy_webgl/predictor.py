@@ -1,0 +1,192 @@
+"""The WebGL predictor: a Paddle.js model on its own page of a headless Chromium."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+import hwdeploy
+from hwdeploy.devices import Device
+from hwdeploy.errors import BackendError, InputError, OptionError
+from hwdeploy.model import Model, TensorSpec
+from hwdeploy.predictor import Predictor
+from hwdeploy.receipt import OpPlacement, Receipt
+from hwdeploy.types import Artifact
+
+from hwdeploy_webgl import assets, browser
+from hwdeploy_webgl.probe import SOFTWARE_RE
+
+log = logging.getLogger("hwdeploy.webgl")
+
+BACKEND = "paddle.js-webgl"
+TARGET = "webgl"
+OPTIONS = {"allow_software_renderer", "batch", "input_shape", "timeout", "chromium", "chromium_args",
+           "check_finite", "precision"}
+
+
+def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise OptionError(f"webgl backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    if options.get("precision", "fp32") != "fp32":
+        raise OptionError(f"webgl backend: precision {options['precision']!r} is not supported (fp32 only:"
+                          " half-float textures lose ~1e-3)")
+    batch = options.get("batch", 1)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise OptionError(f"webgl backend: batch must be a positive integer, got {batch!r}")
+    timeout = options.get("timeout", 120.0)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise OptionError(f"webgl backend: timeout must be a positive number of seconds, got {timeout!r}")
+    args = options.get("chromium_args") or []
+    if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
+        raise OptionError("webgl backend: chromium_args must be a list of strings")
+    return options
+
+
+class WebGLPredictor(Predictor):
+    """Runs a converted model with Paddle.js' WebGL backend in Chromium.
+
+    The model is converted (and cached) by ``hwdeploy.convert(model, "webgl")``
+    with a static batch (option ``batch``, default 1); a larger batch given to
+    :meth:`run` is split into runs of that size, which is exact for models that
+    treat samples independently (every inference model without cross-batch ops).
+    """
+
+    backend = BACKEND
+
+    def __init__(self, model: Model, device: Device, options: dict[str, Any], *, artifact: Artifact | None = None,
+                 bundles: dict[str, bytes] | None = None):
+        self.model = model
+        self.device = device
+        self.options = validate_options(dict(options))
+        self.check_finite = bool(options.get("check_finite", True))
+        self.allow_software = bool(options.get("allow_software_renderer", False))
+        self._session = None
+        executable = browser.find_chromium(options.get("chromium"))
+        if not executable:
+            raise BackendError("Chromium not found: apt-get install chromium (Debian), or set $HWDEPLOY_CHROMIUM"
+                               " or the option chromium=PATH")
+        self._executable = executable
+        self._args = browser.chromium_args(list(options.get("chromium_args") or []))
+        self._bundles = bundles or assets.load()
+        if artifact is None:
+            from hwdeploy_webgl.converter import CONVERTER_REVISION
+
+            convert_options = {k: options[k] for k in ("batch", "input_shape") if k in options}
+            artifact = hwdeploy.convert(model, TARGET, **convert_options)
+            if artifact.metadata.get("converter_revision") != CONVERTER_REVISION:  # cached by an older converter
+                artifact = hwdeploy.convert(model, TARGET, refresh=True, **convert_options)
+        self._artifact = artifact
+        meta = artifact.metadata
+        self._input, self._output = meta["input"], meta["output"]
+        self._files = {f"m/{name}": artifact.path(name).read_bytes() for name in artifact.files}
+        in_shape = list(self._input["shape"])
+        self._batch = self._input.get("batch")  # None: the model's batch is fixed
+        out_shape = list(self._output["shape"])
+        self._split_batch = self._batch is not None and self._output.get("dynamic_batch", False)
+        if self._split_batch:
+            in_shape[0] = out_shape[0] = -1
+        self.inputs = [TensorSpec(self._input["name"], tuple(in_shape), "float32")]
+        self.outputs = [TensorSpec(self._output["name"], tuple(out_shape), "float32")]
+        self._session = browser.Session(executable, self._args, self._bundles, self._files,
+                                        timeout=float(options.get("timeout", 120.0)))
+        self._session_id = self._session.host.session_id
+        try:
+            self._info = self._session.load(browser.BASE_URL + "m/")
+            self._check_page()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_page(self) -> None:
+        info = self._info
+        gl = info.get("gl") or {}
+        if info.get("broken"):
+            raise BackendError(f"Paddle.js could not build shader programs for: {sorted(set(info['broken']))}")
+        if info.get("context_lost"):
+            raise BackendError("the WebGL context was lost while loading the model")
+        if not gl.get("webgl2") or not gl.get("float_framebuffer"):
+            raise BackendError(f"WebGL renderer {gl.get('renderer')!r} lacks WebGL2 float render targets"
+                               " (EXT_color_buffer_float): Paddle.js would fall back to lossy 8/16-bit textures")
+
+    @property
+    def browser_session_id(self) -> str:
+        """Marks this predictor's Chromium processes (``browser.session_processes(id)`` lists them)."""
+        return self._session_id
+
+    @property
+    def renderer(self) -> str:
+        """The renderer of the WebGL context the model runs in (UNMASKED_RENDERER_WEBGL)."""
+        return (self._info.get("gl") or {}).get("renderer", "")
+
+    @property
+    def software_renderer(self) -> bool:
+        return bool(SOFTWARE_RE.search(self.renderer))
+
+    def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        if self._session is None:
+            raise BackendError("the predictor is closed")
+        var_shape = self._output["var_shape"]
+        size = math.prod(var_shape)
+        if not self._split_batch:
+            out = self._session.predict(x)
+            return [self._finish(out, size, self._output["shape"])]
+        b = self._batch
+        if x.shape[0] % b:
+            raise InputError(f"input {self._input['name']!r}: batch {x.shape[0]} is not a multiple of {b}, the batch"
+                             f" this model was converted with (option batch={b})")
+        parts = [self._finish(self._session.predict(x[i:i + b]), size, self._output["shape"])
+                 for i in range(0, x.shape[0], b)]
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)]
+
+    @staticmethod
+    def _finish(flat: np.ndarray, size: int, shape) -> np.ndarray:
+        if flat.size < size:
+            raise BackendError(f"Paddle.js returned {flat.size} values, expected {size}")
+        return flat[:size].reshape(shape).copy()
+
+    def _receipt(self) -> Receipt:
+        gl = self._info.get("gl") or {}
+        host = self._session.host if self._session else None
+        receipt = Receipt(
+            requested=self.device.id, actual=self.device.id, backend=BACKEND,
+            runtime_versions={"chromium": getattr(host, "version", ""), "playwright": browser.playwright_version(),
+                              **assets.versions()},
+            options={k: v for k, v in self.options.items() if isinstance(v, (str, int, float, bool, list))},
+            ops=[OpPlacement(op, self.device.id, n) for op, n in sorted(Counter(self._info.get("ops", [])).items())],
+            ops_known=True,
+        )
+        receipt.evidence.append(f"UNMASKED_RENDERER_WEBGL of the model's own WebGL context: {gl.get('renderer')!r}"
+                                f" (vendor {gl.get('vendor')!r}, {gl.get('version')})")
+        receipt.evidence.append(f"WebGL2={gl.get('webgl2')}, EXT_color_buffer_float={gl.get('color_buffer_float')},"
+                                f" RGBA32F framebuffer complete={gl.get('float_framebuffer')},"
+                                f" MAX_TEXTURE_SIZE={gl.get('max_texture_size')}")
+        receipt.evidence.append("Paddle.js has no CPU kernels: every op above is a WebGL fragment shader")
+        if self.software_renderer:
+            why = (f"the WebGL renderer is a software rasterizer ({self.renderer}): the shaders run on the CPU,"
+                   " not a GPU")
+            if self.allow_software:
+                receipt.evidence.append(why + "; accepted (allow_software_renderer=True)")
+            else:
+                receipt.fallback_evidence.append(why + " (pass allow_software_renderer=True to accept it)")
+        return receipt
+
+    def _clone(self) -> "WebGLPredictor":
+        # A page of its own (Playwright pages are not shareable between threads' calls); weights re-upload.
+        return WebGLPredictor(self.model, self.device, self.options, artifact=self._artifact, bundles=self._bundles)
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,186 @@
+"""The PIR -> Paddle.js converter, without a browser: model format, legalisation, errors, size report, cache."""
+
+import json
+
+import numpy as np
+import pytest
+
+import hwdeploy
+from hwdeploy.errors import ConversionError, OptionError, UnsupportedOpsError
+from hwdeploy_webgl import converter
+from webgl_model_inputs import INPUTS
+
+
+def _model_json(artifact) -> dict:
+    return json.loads(artifact.path("model.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_converted_model_is_well_formed(small_models, name):
+    artifact = hwdeploy.convert(small_models[name], "webgl", refresh=True)
+    model = _model_json(artifact)
+    ops, variables = model["ops"], model["vars"]
+    assert ops[0]["type"] == "feed" and ops[0]["outputs"]["Out"] == ["image"]
+    assert ops[-1]["type"] == "fetch" and [o["type"] for o in ops].count("fetch") == 1
+    # Paddle.js feeds one input, named image, with a feedShape matching its size
+    assert variables["image"]["shape"] == artifact.metadata["input"]["shape"]
+    fs = model["feedShape"]
+    assert fs["fc"] * fs["fh"] * fs["fw"] == int(np.prod(variables["image"]["shape"]))
+    for var in variables.values():
+        assert 1 <= len(var["shape"]) <= 4, var  # no 0-d (Paddle.js reduces shapes without an initial value)
+        assert not var["name"].isdigit()  # JS objects would reorder integer-like keys: weights would shift
+    # Weights: one float32 run over the persistable vars in vars order
+    persistable = [v for v in variables.values() if v["persistable"]]
+    n_weights = sum(int(np.prod(v["shape"])) for v in persistable)
+    data = b"".join(artifact.path(f"chunk_{i}.dat").read_bytes() for i in range(1, model["chunkNum"] + 1))
+    assert len(data) == 4 * n_weights == artifact.metadata["size"]["weights_bytes"]
+    # Every op input is produced earlier or is a weight; the output comes from the last op (the graph's sink)
+    produced = {"image"} | {v["name"] for v in persistable}
+    for op in ops[1:-1]:
+        for names in op["inputs"].values():
+            assert set(names) <= produced, (op, names)
+        assert not all(n in {v["name"] for v in persistable} for names in op["inputs"].values() for n in names)
+        produced |= set(op["outputs"]["Out"])
+    readers = [op for op in ops if any(n in op["inputs"].get(k, []) for k in op["inputs"] for n in ["image"])]
+    assert len(readers) == 1  # the input is uploaded for the first reader only
+    assert ops[-2]["outputs"]["Out"] == ops[-1]["inputs"]["X"]
+    assert artifact.metadata["converter_revision"] == converter.CONVERTER_REVISION
+
+
+def test_legalisations_are_applied(small_models):
+    model = _model_json(hwdeploy.convert(small_models["relu6_conv"], "webgl", refresh=True))
+    fused = [op["attrs"]["fuse_opt"] for op in model["ops"] if "fuse_opt" in op["attrs"]]
+    # Paddle 3's relu6 has no threshold attribute: without one the shader computes min(max(x, 0), undefined)
+    assert {"relu6": {"threshold": 6.0}} in fused
+    conv = next(op for op in model["ops"] if op["type"] == "conv2d")
+    assert conv["attrs"]["fuse_relu"] is False and conv["attrs"]["padding_algorithm"] == "EXPLICIT"
+    assert "Bias" in conv["inputs"]  # conv + bias add fused
+
+    meta = hwdeploy.convert(small_models["matmul_softmax"], "webgl", refresh=True).metadata
+    assert meta["passes"]["softmax shifted by its max"] == 3
+    assert meta["passes"]["softmax axis moved last"] == 1
+    meta = hwdeploy.convert(small_models["mobile_block"], "webgl", refresh=True).metadata
+    assert meta["passes"]["conv + batch_norm folded"] == 2 and "batchnorm" not in meta["ops"]
+    assert "pd_op.depthwise_conv2d" in meta["pir_ops"]
+    meta = hwdeploy.convert(small_models["norms_pools"], "webgl", refresh=True).metadata
+    assert meta["ops"]["batchnorm"] == 1  # not after a conv: the batchnorm shader
+    assert meta["passes"]["global pooling -> explicit window"] == 2
+    assert meta["passes"]["adaptive avg pooling -> matmul"] == 1
+
+
+def test_every_unsupported_op_is_named(small_models):
+    with pytest.raises(UnsupportedOpsError) as info:
+        hwdeploy.convert(small_models["unsupported_mix"], "webgl", refresh=True)
+    assert info.value.ops == ["pd_op.cumsum", "pd_op.erf", "pd_op.gelu", "pd_op.leaky_relu", "pd_op.max",
+                              "pd_op.maximum"]
+    message = str(info.value)
+    assert "erf" in message and "negative_slope 2.0 > 1" in message  # the reasons, not just the names
+
+
+def test_several_inputs_are_unsupported(small_models):
+    with pytest.raises(UnsupportedOpsError) as info:
+        hwdeploy.convert(small_models["two_inputs"], "webgl", refresh=True)
+    assert info.value.ops == ["pd_op.data"] and "second model input" in str(info.value)
+
+
+def test_dynamic_dims_need_input_shape(small_models):
+    with pytest.raises(ConversionError, match="input_shape"):
+        hwdeploy.convert(small_models["dynamic_hw"], "webgl", refresh=True)
+    artifact = hwdeploy.convert(small_models["dynamic_hw"], "webgl", input_shape=[1, 3, 10, 7], refresh=True)
+    assert artifact.metadata["input"]["shape"] == [1, 3, 10, 7]
+    assert artifact.metadata["output"]["shape"] == [1, 4]
+    with pytest.raises(OptionError, match="does not fit"):
+        hwdeploy.convert(small_models["dynamic_hw"], "webgl", input_shape=[1, 4, 10, 7], refresh=True)
+
+
+def test_batch_option_and_options_checked(small_models):
+    artifact = hwdeploy.convert(small_models["conv_basics"], "webgl", batch=3, refresh=True)
+    assert artifact.metadata["input"]["shape"][0] == 3 and artifact.metadata["output"]["shape"][0] == 3
+    with pytest.raises(OptionError, match="unknown option"):
+        hwdeploy.convert(small_models["conv_basics"], "webgl", bogus=1)
+    with pytest.raises(OptionError, match="batch"):
+        hwdeploy.convert(small_models["conv_basics"], "webgl", batch=0)
+
+
+def test_size_report_and_limit(small_models):
+    artifact = hwdeploy.convert(small_models["conv_basics"], "webgl", refresh=True)
+    size = artifact.metadata["size"]
+    files = sum(artifact.path(f).stat().st_size for f in artifact.files)
+    assert size["total_bytes"] == files
+    assert size["within_guidance"] is True and size["guidance_bytes"] == 10_000_000 and "within" in size["note"]
+    with pytest.raises(ConversionError, match="over size_limit_mb"):
+        hwdeploy.convert(small_models["conv_basics"], "webgl", size_limit_mb=0.001, refresh=True)
+
+
+def test_weights_are_split_into_chunks(small_models):
+    artifact = hwdeploy.convert(small_models["mobile_block"], "webgl", chunk_mb=0.0002, refresh=True)
+    model = _model_json(artifact)
+    assert model["chunkNum"] > 1 and artifact.metadata["size"]["chunks"] == model["chunkNum"]
+    assert all(artifact.path(f"chunk_{i}.dat").stat().st_size <= 212 for i in range(1, model["chunkNum"] + 1))
+
+
+def test_conversion_is_cached_by_content(small_models):
+    first = hwdeploy.convert(small_models["extras"], "webgl", refresh=True)
+    again = hwdeploy.convert(small_models["extras"], "webgl")
+    assert not first.cached and again.cached and again.directory == first.directory
+    other = hwdeploy.convert(small_models["extras"], "webgl", batch=2)
+    assert other.directory != first.directory
+
+
+def test_target_is_listed():
+    targets = {t.name: (plugin, t) for plugin, t in hwdeploy.conversion_targets()}
+    assert targets["webgl"][0] == "webgl" and targets["webgl"][1].device_kinds == ("webgl",)
+
+
+def test_legacy_programs_are_refused():
+    from hwdeploy import zoo
+
+    legacy = zoo.get("mlp").legacy
+    if legacy is None:
+        pytest.fail("the zoo's mlp has no legacy export: " + zoo.get("mlp").legacy_error)
+    with pytest.raises(ConversionError, match="PIR"):
+        hwdeploy.convert(legacy, "webgl")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("transformer_encoder", {"pd_op.arange", "pd_op.data", "pd_op.embedding"}),
+    ("gru_text", {"pd_op.data", "pd_op.embedding", "pd_op.full_with_tensor", "pd_op.rnn"}),
+])
+def test_zoo_models_paddlejs_cannot_express(name, expected):
+    from hwdeploy import zoo
+
+    with pytest.raises(UnsupportedOpsError) as info:
+        hwdeploy.convert(zoo.get(name).model, "webgl", refresh=True)
+    assert set(info.value.ops) == expected
+    assert "int64 input 'tokens'" in str(info.value)
+
+
+def test_every_lowered_op_is_covered_by_the_parity_models(small_models):
+    """The parity tests (test_webgl_parity.py) run these models: each op the converter handles appears in one."""
+    from hwdeploy.paddle_format import load_pir_program
+
+    seen = set()
+    for name in INPUTS:
+        seen |= set(load_pir_program(small_models[name] / "model.json").op_types())
+    assert set(converter.HANDLERS) - seen == set()
+
+
+def test_scalar_and_broadcast_legalisation_units():
+    """binary(): constants become scale ops, numpy broadcasting becomes the shaders' conventions."""
+    from hwdeploy_webgl.converter import Lowering, Value, binary
+
+    lw = Lowering(program=None, params={})
+    x = Value((1, 4, 3, 3), var="image")
+    lw.var_shapes["image"] = (1, 4, 3, 3)
+    y = binary(lw, "sub", x, Value((1,), const=np.array([2.0], np.float32)))
+    assert lw.ops[-1]["type"] == "scale" and lw.ops[-1]["attrs"]["bias"] == -2.0 and y.shape == (1, 4, 3, 3)
+    c = Value((1, 4, 1, 1), var=lw.emit("pool2d", {"X": ["image"]}, (1, 4, 1, 1)))
+    binary(lw, "add", x, c)  # add/sub: legacy axis broadcasting, Y reshaped to its non-1 span
+    add = lw.ops[-1]
+    assert add["type"] == "elementwise_add" and add["attrs"]["axis"] == 1
+    assert lw.var_shapes[add["inputs"]["Y"][0]] == (4,)
+    binary(lw, "mul", x, c)  # mul/div: same-rank broadcasting (the shader clamps Y positions)
+    mul = lw.ops[-1]
+    assert mul["attrs"]["axis"] == -1 and lw.var_shapes[mul["inputs"]["Y"][0]] == (1, 4, 1, 1)
+    binary(lw, "sub", c, x)  # x - y with x broadcast: -(y - x)
+    assert [op["type"] for op in lw.ops[-2:]] == ["elementwise_sub", "scale"] and lw.ops[-1]["attrs"]["scale"] == -1

@@ -1,0 +1,366 @@
+"""``device="auto:fastest"``: time the candidate backends on this model and keep the fastest correct one.
+
+Plain ``device="auto"`` follows plugin priority and never runs the model to
+choose. ``auto:fastest`` does the work once per model, input shape and
+machine:
+
+1. candidates: every available ``cpu`` device (Paddle Inference, ONNX Runtime,
+   OpenVINO...) plus any other available device with priority >= 0;
+2. each candidate is created (fail-closed: one that falls back is skipped),
+   run on the sample inputs and compared with the Paddle Inference CPU
+   reference (relative L2 error <= 1e-4 for fp32);
+3. the survivors are timed in rounds (warm-up, then ``runs`` timed calls per
+   round; blocks rather than single interleaved calls, because the runtimes'
+   worker threads spin or are pinned and would slow whichever backend runs
+   next); the outputs of the *timed* calls are checked again, so a backend
+   accurate only on its first call is still caught;
+4. the fastest one that passed parity wins. The decision is cached on disk
+   (key: model sha256, input shapes/dtypes, candidate backends and versions,
+   options, machine) and recorded in ``receipt.selection``: every candidate's
+   median latency, relative error and why any was rejected.
+
+A backend that fails parity is never chosen, however fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from hwdeploy import api
+from hwdeploy.cache import cache_dir, cache_key
+from hwdeploy.devices import Device, DeviceSpec
+from hwdeploy.errors import DeviceNotFoundError, HwdeployError, InputError, OptionError
+from hwdeploy.model import Model, ModelLike, load_model, model_io
+from hwdeploy.plugins import get_plugin_manager
+from hwdeploy.predictor import Predictor
+
+log = logging.getLogger("hwdeploy")
+
+REFERENCE_BACKEND = "paddle-inference"
+SPEC = DeviceSpec("auto", mode="fastest")
+#: Largest relative L2 error against the CPU reference that passes, by output dtype.
+TOLERANCES = {"float32": 1e-4, "float64": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
+DEFAULT_TOLERANCE = 1e-4
+DECISION_VERSION = 1
+#: Options the reference is re-created with when it rejects the caller's (backend-specific) ones.
+_PORTABLE_OPTIONS = ("threads",)
+
+
+def candidate_devices(found: Sequence[Device], backends: Sequence[str] | None = None) -> list[Device]:
+    """Every available cpu device plus available non-negative-priority devices (optionally of ``backends``)."""
+    chosen = [d for d in found if d.available and (d.kind == "cpu" or d.priority >= 0)]
+    if backends is not None:
+        wanted = {backends} if isinstance(backends, str) else set(backends)
+        chosen = [d for d in chosen if d.backend in wanted]
+    return chosen
+
+
+def parity(reference: Sequence[np.ndarray], outputs: Sequence[Any]) -> tuple[float, str]:
+    """Worst relative L2 error of ``outputs`` against ``reference`` and why they fail ('' when they pass).
+
+    Floating outputs: ``||out - ref|| / ||ref||`` against :data:`TOLERANCES`;
+    integer and bool outputs must match exactly.
+    """
+    if len(outputs) != len(reference):
+        return math.inf, f"{len(outputs)} output(s) instead of {len(reference)}"
+    worst = 0.0
+    for i, (ref, out) in enumerate(zip(reference, outputs)):
+        out = np.asarray(out)
+        if out.shape != ref.shape:
+            return math.inf, f"output {i}: shape {list(out.shape)} instead of {list(ref.shape)}"
+        if ref.dtype.kind in "fc":
+            ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+            norm = float(np.linalg.norm(ref64))
+            diff = float(np.linalg.norm(out64 - ref64))
+            err = diff / norm if norm > 0 else diff
+            tol = TOLERANCES.get(ref.dtype.name, DEFAULT_TOLERANCE)
+            if not math.isfinite(err) or err > tol:  # NaN anywhere makes err NaN: a failure, never a pass
+                return (err if math.isfinite(err) else math.inf), f"output {i}: relative L2 error {err:.3g} > {tol:g}"
+            worst = max(worst, err)
+        elif not np.array_equal(ref, out):
+            wrong = int(np.count_nonzero(ref != out))
+            return math.inf, f"output {i}: {wrong} of {ref.size} {ref.dtype} values differ (exact match required)"
+    return worst, ""
+
+
+def choose(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The record with the lowest median among those that passed parity (None if none did)."""
+    passed = [r for r in records if r.get("parity") is True and r.get("median_ms") is not None]
+    return min(passed, key=lambda r: r["median_ms"]) if passed else None
+
+
+def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_inputs: Any = None, rounds: int = 5,
+                      runs: int = 5, warmup: int = 2, refresh: bool = False, backends: Sequence[str] | None = None,
+                      **options: Any) -> Predictor:
+    """Measure the candidate backends for ``model`` and return a predictor on the fastest correct one.
+
+    - ``sample_inputs``: the inputs to time and check (a list of arrays, or a
+      dict by input name); default: the zoo's sample batch for zoo models,
+      else random inputs of the model's input specs (batch 1).
+    - ``rounds`` x (``warmup`` + ``runs``) calls per candidate; the median of
+      the ``rounds * runs`` timed calls decides.
+    - ``refresh=True`` ignores a cached decision; ``backends`` restricts the
+      candidates (the reference is still used for parity).
+    - other ``options`` (``threads``...) go to every candidate; one that
+      rejects them is skipped and says why in ``receipt.selection``.
+    """
+    for name, value, low in (("rounds", rounds, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise OptionError(f"auto:fastest: {name} must be an integer >= {low}, got {value!r}")
+    model = load_model(model)
+    found = api.devices()
+    candidates = candidate_devices(found, backends)
+    reference_device = next((d for d in found if d.available and d.kind == "cpu" and d.backend == REFERENCE_BACKEND),
+                            None)
+    if reference_device is None:
+        raise DeviceNotFoundError("auto:fastest needs the Paddle Inference CPU reference (backend"
+                                  f" {REFERENCE_BACKEND!r}) to check parity, and it is not available")
+    if not candidates:
+        raise DeviceNotFoundError(f"auto:fastest: no candidate device (backends={backends!r})")
+    inputs = sample_inputs if sample_inputs is not None else default_inputs(model)
+    key = _decision_key(model, inputs, candidates, options) if inputs is not None else None
+    if key and not refresh:
+        cached = _use_cached(model, key, candidates, options, fallback)
+        if cached is not None:
+            return cached
+
+    records: list[dict[str, Any]] = []
+    live: list[tuple[Device, Predictor, dict[str, Any]]] = []
+    reference, reference_is_candidate = _create_reference(model, reference_device, options, records)
+    chosen = None
+    try:
+        if inputs is None:  # a legacy model without specs we can read: the reference's own specs
+            inputs = random_inputs(reference.inputs)
+            key = _decision_key(model, inputs, candidates, options)
+        ref_out = [np.asarray(o).copy() for o in _call(reference, inputs)]
+        for device in candidates:
+            record = {"device": device.id, "backend": device.backend, "plugin": device.plugin}
+            if device is reference_device:
+                if reference_is_candidate:
+                    record.update(rel_l2=0.0, parity=True, reference=True)
+                    live.append((device, reference, record))
+                    records.append(record)
+                continue
+            records.append(record)
+            predictor = _try(record, "create", lambda d=device: api._create(model, d, SPEC, "error", options))
+            if predictor is None:
+                continue
+            outputs = _try(record, "run", lambda p=predictor: _call(p, inputs))
+            if outputs is None or not _parity_ok(record, ref_out, outputs, "first call"):
+                predictor.close()
+                continue
+            live.append((device, predictor, record))
+        _time(live, inputs, ref_out, rounds, runs, warmup)
+        best = choose(records)
+        if best is None:  # only when the reference itself is not a candidate and nothing else passed
+            raise DeviceNotFoundError("auto:fastest: no candidate passed parity: "
+                                      + "; ".join(f"{r['device']} ({r['backend']}): {r.get('error')}" for r in records))
+        chosen = next(p for _d, p, r in live if r is best)
+        decision = {
+            "mode": "fastest", "version": DECISION_VERSION, "key": key, "cached": False, "measured_at": time.time(),
+            "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in _arrays(inputs)],
+            "rounds": rounds, "runs": runs, "warmup": warmup, "reference": f"{reference_device.id}/{REFERENCE_BACKEND}",
+            "chosen": {k: best[k] for k in ("device", "backend", "plugin")}, "candidates": records,
+        }
+        _save_decision(key, decision)
+    finally:
+        for predictor in {id(p): p for p in [reference] + [p for _d, p, _r in live]}.values():
+            if predictor is not chosen:
+                predictor.close()
+    return _finish(chosen, decision, fallback)
+
+
+# ------------------------------------------------------------------ inputs
+def default_inputs(model: Model) -> list[np.ndarray] | None:
+    """The zoo's sample batch for a zoo model, else random inputs from the PIR specs (None for legacy)."""
+    zoo_name = model.metadata.get("zoo") if model.metadata else None
+    if zoo_name:
+        from hwdeploy import zoo
+
+        return zoo.sample_inputs(zoo_name, batch=1, seed=0)
+    specs = model_io(model)
+    return random_inputs(specs[0]) if specs else None
+
+
+def random_inputs(specs, seed: int = 0) -> list[np.ndarray]:
+    """One array per spec: batch 1 for a dynamic first axis, 16 for other dynamic axes."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = tuple((1 if axis == 0 else 16) if d < 0 else d for axis, d in enumerate(spec.shape))
+        dtype = np.dtype(spec.dtype or "float32")
+        if dtype.kind == "f":
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind == "b":
+            arrays.append(rng.integers(0, 2, shape).astype(bool))
+        else:  # token ids, indices: small values are valid for any vocabulary
+            arrays.append(rng.integers(0, 2, shape).astype(dtype))
+    return arrays
+
+
+def _arrays(inputs: Any) -> list[np.ndarray]:
+    if isinstance(inputs, Mapping):
+        return [np.asarray(inputs[k]) for k in sorted(inputs)]
+    if isinstance(inputs, np.ndarray):
+        return [inputs]
+    return [np.asarray(a) for a in inputs]
+
+
+def _call(predictor: Predictor, inputs: Any) -> list[np.ndarray]:
+    if isinstance(inputs, Mapping):
+        return predictor.run(dict(inputs))
+    if isinstance(inputs, np.ndarray):
+        return predictor.run(inputs)
+    return predictor.run(*inputs)
+
+
+# ------------------------------------------------------------------ measuring
+def _create_reference(model: Model, device: Device, options: dict[str, Any],
+                      records: list[dict[str, Any]]) -> tuple[Predictor, bool]:
+    try:
+        return api._create(model, device, SPEC, "error", options), True
+    except OptionError as exc:  # options meant for another backend: the oracle runs with the portable ones
+        records.append({"device": device.id, "backend": device.backend, "plugin": device.plugin, "parity": None,
+                        "error": f"create: {exc}"})
+        portable = {k: options[k] for k in _PORTABLE_OPTIONS if k in options}
+        return api._create(model, device, SPEC, "error", portable), False
+
+
+def _try(record: dict[str, Any], stage: str, action):
+    """Run ``action``; on failure note why in ``record`` and return None (a broken candidate never stops the rest)."""
+    try:
+        return action()
+    except InputError:
+        raise  # the caller's sample inputs are wrong for the model: every candidate would fail
+    except Exception as exc:  # noqa: BLE001 - plugins may raise anything; it disqualifies only them
+        record["parity"] = False if stage != "create" else None
+        record["error"] = f"{stage}: {type(exc).__name__}: {exc}"[:500]
+        log.info("hwdeploy auto:fastest: %s (%s) skipped: %s", record["device"], record["backend"], record["error"])
+        return None
+
+
+def _parity_ok(record: dict[str, Any], ref_out: list[np.ndarray], outputs: Sequence[Any], when: str) -> bool:
+    err, why = parity(ref_out, outputs)
+    record["rel_l2"] = max(record.get("rel_l2", 0.0), err) if math.isfinite(err) else None
+    if why:
+        record["parity"] = False
+        record["error"] = f"parity ({when}): {why}"
+        return False
+    record["parity"] = True
+    return True
+
+
+def _time(live: list[tuple[Device, Predictor, dict[str, Any]]], inputs: Any, ref_out: list[np.ndarray],
+          rounds: int, runs: int, warmup: int) -> None:
+    """Fill ``median_ms``/``min_ms`` of every live candidate; re-check parity on timed outputs."""
+    samples: dict[int, list[float]] = {id(r): [] for _d, _p, r in live}
+    last: dict[int, Any] = {}
+    clock = time.perf_counter
+    for round_index in range(rounds):
+        # Rotate the order: whoever runs right after another runtime pays for its still-spinning threads.
+        shift = round_index % max(len(live), 1)
+        for _device, predictor, record in live[shift:] + live[:shift]:
+            if record.get("parity") is not True:
+                continue
+            try:
+                for _ in range(warmup):
+                    _call(predictor, inputs)
+                for _ in range(runs):
+                    start = clock()
+                    out = _call(predictor, inputs)
+                    samples[id(record)].append(clock() - start)
+                last[id(record)] = out
+            except Exception as exc:  # noqa: BLE001
+                record["parity"] = False
+                record["error"] = f"timed run: {type(exc).__name__}: {exc}"[:500]
+    for _device, _predictor, record in live:
+        times = samples[id(record)]
+        if record.get("parity") is True and times:
+            record["median_ms"] = round(float(np.median(times)) * 1e3, 4)
+            record["min_ms"] = round(min(times) * 1e3, 4)
+            record["samples"] = len(times)
+            _parity_ok(record, ref_out, last[id(record)], "timed run")
+
+
+# ------------------------------------------------------------------ decision cache
+def _machine() -> dict[str, Any]:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return {"cpu": name, "cores": cores, "machine": platform.machine(), "node": platform.node()}
+
+
+def _decision_key(model: Model, inputs: Any, candidates: Sequence[Device], options: dict[str, Any]) -> str:
+    manager = get_plugin_manager()
+    backends = sorted((d.plugin, d.backend, d.id, sorted(d.versions.items()), manager.plugin_version(d.plugin))
+                      for d in candidates)
+    shapes = [(list(a.shape), str(a.dtype)) for a in _arrays(inputs)]
+    return cache_key("auto:fastest", DECISION_VERSION, model.sha256, shapes, backends, options, api.hwdeploy_version(),
+                     _machine())
+
+
+def _decision_path(key: str):
+    return cache_dir("fastest") / f"{key}.json"
+
+
+def _save_decision(key: str, decision: dict[str, Any]) -> None:
+    path = _decision_path(key)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(decision, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def load_decision(key: str) -> dict[str, Any] | None:
+    """A cached decision by key, or None when absent or unreadable."""
+    try:
+        decision = json.loads(_decision_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    return decision if isinstance(decision, dict) and decision.get("version") == DECISION_VERSION else None
+
+
+def _use_cached(model: Model, key: str, candidates: Sequence[Device], options: dict[str, Any],
+                fallback: str) -> Predictor | None:
+    decision = load_decision(key)
+    if decision is None:
+        return None
+    chosen = decision.get("chosen") or {}
+    device = next((d for d in candidates if d.id == chosen.get("device") and d.backend == chosen.get("backend")
+                   and d.plugin == chosen.get("plugin")), None)
+    if device is None:
+        return None
+    try:
+        predictor = api._create(model, device, SPEC, "error", options)
+    except HwdeployError as exc:  # it worked when measured; something changed: measure again
+        log.info("hwdeploy auto:fastest: cached choice %s (%s) no longer loads (%s); measuring again",
+                 device.id, device.backend, exc)
+        return None
+    return _finish(predictor, {**decision, "cached": True}, fallback)
+
+
+def _finish(predictor: Predictor, decision: dict[str, Any], fallback: str) -> Predictor:
+    rejected = [f"{r['device']} ({r['backend']}): {r['error']}" for r in decision["candidates"] if r.get("error")]
+    predictor._receipt_fields["selection"] = decision
+    predictor._receipt_fields["auto_skipped"] = rejected
+    predictor._receipt_fields["policy"] = fallback
+    summary = ", ".join(f"{r['backend']} {r['median_ms']:.3f} ms" for r in decision["candidates"]
+                        if r.get("median_ms") is not None)
+    log.info("hwdeploy auto:fastest: chose %s (%s)%s; measured: %s%s", decision["chosen"]["device"],
+             decision["chosen"]["backend"], " [cached decision]" if decision.get("cached") else "", summary,
+             f"; rejected: {rejected}" if rejected else "")
+    return predictor
