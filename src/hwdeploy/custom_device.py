@@ -8,18 +8,15 @@ runs a model there with ``Config.enable_custom_device(type, id)``; every op
 without a kernel on the device falls back to the CPU *silently*.
 
 A vendor plugin describes its device with a :class:`CustomDeviceVendor` and
-forwards its hooks to it::
+takes its hooks from it (pluggy finds a plugin's hooks as its module's attributes)::
 
     ACME = CustomDeviceVendor(kind="npu", vendor="Acme", visible_env="ACME_VISIBLE_DEVICES",
                               smi="acme-smi", install_hint="pip install paddle-custom-acme")
 
-    @hookimpl
-    def hwdeploy_discover_devices():
-        return ACME.discover()
+    globals().update(ACME.hookimpls())  # hwdeploy_discover_devices, hwdeploy_create_predictor, ...
 
-    @hookimpl
-    def hwdeploy_create_predictor(model, device, options):
-        return ACME.create_predictor(model, device, options)
+A plugin that needs more can write any hook itself instead, forwarding to the
+same methods (``ACME.discover()``, ``ACME.create_predictor(model, device, options)``, ...).
 
 What this module adds on top of Paddle:
 
@@ -55,13 +52,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from hwdeploy import paddle_inference as pi
 from hwdeploy.devices import Device
 from hwdeploy.errors import BackendError, ConversionError, DeviceNotFoundError, OptionError
+from hwdeploy.hookspecs import hookimpl
 from hwdeploy.isolation import run_probe
 from hwdeploy.model import Model, TensorSpec
 from hwdeploy.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL, OpPlacement, Receipt
@@ -665,7 +663,7 @@ class CustomDeviceVendor:
     vendor: str  # "Huawei Ascend"
     visible_env: str  # the runtime's visible-devices variable
     smi: str  # vendor management tool on PATH ("npu-smi")
-    install_hint: str  # how to get Paddle's plugin for this device
+    install_hint: str  # how to get Paddle's plugin for this device (discovery adds the CUSTOM_DEVICE_ROOT way)
     smi_info_args: tuple[str, ...] = ("info",)
     #: argv (``{card}`` = physical id) and regex (group 1 = busy %) of a utilisation reading.
     smi_usage_args: tuple[str, ...] = ()
@@ -699,7 +697,8 @@ class CustomDeviceVendor:
             registered = ", ".join(sorted(probe.types)) or "none"
             return [self._absent(
                 f"Paddle has no {self.device_type!r} CustomDevice plugin (searched {where}: {found}; registered"
-                f" types: {registered}); {smi.summary()}. {self.install_hint}", details)]
+                f" types: {registered}); {smi.summary()}. {self.install_hint}, or set CUSTOM_DEVICE_ROOT to the"
+                " directory holding its .so before Paddle is imported", details)]
         if count == 0:
             hidden = f"; {self.visible_env}={visible!r} hides them" if visible is not None else ""
             return [self._absent(f"Paddle's {self.device_type!r} plugin is loaded but reports no visible device"
@@ -739,6 +738,33 @@ class CustomDeviceVendor:
         card = device.index if card is None else card
         argv = [self.smi, *(arg.format(card=card) for arg in self.smi_usage_args)]
         return SmiSampler(argv, self.smi_usage_pattern, interval)
+
+    # ---- the plugin's hooks
+    def hookimpls(self) -> dict[str, Callable[..., Any]]:
+        """This vendor's five hwdeploy hooks by name, each an ``@hookimpl`` function forwarding to this object.
+
+        A vendor module binds them as its own attributes, where pluggy looks:
+        ``globals().update(ACME.hookimpls())``.
+        """
+
+        def hwdeploy_discover_devices():
+            return self.discover()
+
+        def hwdeploy_create_predictor(model, device, options):
+            return self.create_predictor(model, device, options)
+
+        def hwdeploy_utilization_sampler(device):
+            return self.utilization_sampler(device)
+
+        def hwdeploy_conversion_targets():
+            return self.conversion_targets()
+
+        def hwdeploy_convert_model(model, target, options, output_dir):
+            return self.convert_model(target)
+
+        return {hook.__name__: hookimpl(hook) for hook in (
+            hwdeploy_discover_devices, hwdeploy_create_predictor, hwdeploy_utilization_sampler,
+            hwdeploy_conversion_targets, hwdeploy_convert_model)}
 
     # ---- Paddle Lite conversion (owned by the arm plugin when it is installed)
     def conversion_targets(self) -> list[ConversionTarget]:
