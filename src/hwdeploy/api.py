@@ -117,6 +117,8 @@ def predictor(model: ModelLike, device: str = "auto", *, fallback: str = "error"
     if spec.mode == "fastest":
         from hwdeploy.fastest import fastest_predictor
 
+        if backend:
+            options.setdefault("backends", [backend])
         return fastest_predictor(model, fallback=fallback, **options)
     model = load_model(model)
     candidates = select_devices(spec, devices(), backend)

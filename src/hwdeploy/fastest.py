@@ -9,11 +9,12 @@ machine:
 2. each candidate is created (fail-closed: one that falls back is skipped),
    run on the sample inputs and compared with the Paddle Inference CPU
    reference (relative L2 error <= 1e-4 for fp32);
-3. the survivors are timed in rounds (warm-up, then ``runs`` timed calls per
-   round; blocks rather than single interleaved calls, because the runtimes'
-   worker threads spin or are pinned and would slow whichever backend runs
-   next); the outputs of the *timed* calls are checked again, so a backend
-   accurate only on its first call is still caught;
+3. the survivors are timed in rounds, in rotating order: per round and
+   candidate, a short idle pause (the previous runtime's worker threads keep
+   spinning for up to 200 ms and would slow whichever runs next), warm-up
+   calls, then ``runs`` timed calls; the outputs of the *timed* calls are
+   checked again, so a backend accurate only on its first call is still
+   caught;
 4. the fastest one that passed parity wins. The decision is cached on disk
    (key: model sha256, input shapes/dtypes, candidate backends and versions,
    options, machine) and recorded in ``receipt.selection``: every candidate's
@@ -50,6 +51,8 @@ SPEC = DeviceSpec("auto", mode="fastest")
 TOLERANCES = {"float32": 1e-4, "float64": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
 DEFAULT_TOLERANCE = 1e-4
 DECISION_VERSION = 1
+#: Idle seconds before each candidate's timed block (see ``fastest_predictor``).
+SETTLE_S = 0.22
 #: Options the reference is re-created with when it rejects the caller's (backend-specific) ones.
 _PORTABLE_OPTIONS = ("threads",)
 
@@ -98,15 +101,18 @@ def choose(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 
 def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_inputs: Any = None, rounds: int = 5,
-                      runs: int = 5, warmup: int = 2, refresh: bool = False, backends: Sequence[str] | None = None,
-                      **options: Any) -> Predictor:
+                      runs: int = 5, warmup: int = 2, settle: float = SETTLE_S, refresh: bool = False,
+                      backends: Sequence[str] | None = None, **options: Any) -> Predictor:
     """Measure the candidate backends for ``model`` and return a predictor on the fastest correct one.
 
     - ``sample_inputs``: the inputs to time and check (a list of arrays, or a
       dict by input name); default: the zoo's sample batch for zoo models,
       else random inputs of the model's input specs (batch 1).
     - ``rounds`` x (``warmup`` + ``runs``) calls per candidate; the median of
-      the ``rounds * runs`` timed calls decides.
+      the ``rounds * runs`` timed calls decides. ``settle`` seconds of idle
+      time precede each candidate's block, so that the previous runtime's
+      spinning worker threads (Intel OpenMP spins 200 ms by default, ONNX
+      Runtime's pool spins too) have parked and do not slow it down.
     - ``refresh=True`` ignores a cached decision; ``backends`` restricts the
       candidates (the reference is still used for parity).
     - other ``options`` (``threads``...) go to every candidate; one that
@@ -115,6 +121,8 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
     for name, value, low in (("rounds", rounds, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise OptionError(f"auto:fastest: {name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 5:
+        raise OptionError(f"auto:fastest: settle must be a number of seconds in [0, 5], got {settle!r}")
     model = load_model(model)
     found = api.devices()
     candidates = candidate_devices(found, backends)
@@ -158,7 +166,7 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
                 predictor.close()
                 continue
             live.append((device, predictor, record))
-        _time(live, inputs, ref_out, rounds, runs, warmup)
+        _time(live, inputs, ref_out, rounds, runs, warmup, settle)
         best = choose(records)
         if best is None:  # only when the reference itself is not a candidate and nothing else passed
             raise DeviceNotFoundError("auto:fastest: no candidate passed parity: "
@@ -167,7 +175,7 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
         decision = {
             "mode": "fastest", "version": DECISION_VERSION, "key": key, "cached": False, "measured_at": time.time(),
             "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in _arrays(inputs)],
-            "rounds": rounds, "runs": runs, "warmup": warmup, "reference": f"{reference_device.id}/{REFERENCE_BACKEND}",
+            "rounds": rounds, "runs": runs, "warmup": warmup, "settle_s": settle, "reference": f"{reference_device.id}/{REFERENCE_BACKEND}",
             "chosen": {k: best[k] for k in ("device", "backend", "plugin")}, "candidates": records,
         }
         _save_decision(key, decision)
@@ -259,7 +267,7 @@ def _parity_ok(record: dict[str, Any], ref_out: list[np.ndarray], outputs: Seque
 
 
 def _time(live: list[tuple[Device, Predictor, dict[str, Any]]], inputs: Any, ref_out: list[np.ndarray],
-          rounds: int, runs: int, warmup: int) -> None:
+          rounds: int, runs: int, warmup: int, settle: float) -> None:
     """Fill ``median_ms``/``min_ms`` of every live candidate; re-check parity on timed outputs."""
     samples: dict[int, list[float]] = {id(r): [] for _d, _p, r in live}
     last: dict[int, Any] = {}
@@ -270,6 +278,8 @@ def _time(live: list[tuple[Device, Predictor, dict[str, Any]]], inputs: Any, ref
         for _device, predictor, record in live[shift:] + live[:shift]:
             if record.get("parity") is not True:
                 continue
+            if settle and len(live) > 1:
+                time.sleep(settle)
             try:
                 for _ in range(warmup):
                     _call(predictor, inputs)

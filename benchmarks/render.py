@@ -1,0 +1,192 @@
+"""Render pytest-benchmark JSON from ``benchmarks/`` as the Markdown tables of the README.
+
+    pytest benchmarks --benchmark-json=.benchmarks/latest.json
+    python benchmarks/render.py [.benchmarks/latest.json] [--output benchmarks/RESULTS.md]
+
+Reads only the JSON (no hwdeploy import): machine, versions and load come
+from what the run recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+BACKENDS = ["paddle-inference", "onnxruntime", "openvino"]
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _order(model: str, models: list[str]) -> tuple[int, str]:
+    return (models.index(model) if model in models else len(models), model)
+
+
+def render(data: dict) -> str:
+    benches = data.get("benchmarks", [])
+    info = data.get("machine_info", {})
+    hw = info.get("hwdeploy", {})
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for b in benches:
+        by_kind[b.get("extra_info", {}).get("kind", "other")].append(b)
+    zoo_order = []
+    for b in benches:
+        model = b.get("extra_info", {}).get("model")
+        if model and model not in zoo_order:
+            zoo_order.append(model)
+
+    out = ["### Benchmarks", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in hw.get("versions", {}).items())
+    load = ""
+    if hw.get("loadavg_start") and hw.get("loadavg_end"):
+        load = (f"; 1-min load average {hw['loadavg_start'][0]:.1f} at start, {hw['loadavg_end'][0]:.1f} at end"
+                f" on {hw.get('cores', '?')} cores")
+    out += [f"Machine: {hw.get('cpu') or info.get('cpu', {}).get('brand_raw', '?')}, {hw.get('cores', '?')} usable"
+            f" cores, {hw.get('threads_per_predictor', '?')} math threads per predictor, Python"
+            f" {hw.get('python', info.get('python_version', '?'))}{load}. Run {data.get('datetime', '?')[:19]}.",
+            "", f"Versions: {versions}.", "",
+            "Latencies are medians of per-call wall time (ms) through `Predictor.run` (inputs checked, outputs"
+            " copied out).", ""]
+
+    rows = []
+    pairs: dict[tuple, dict] = defaultdict(dict)
+    for b in by_kind["overhead"]:
+        e = b["extra_info"]
+        pairs[(e["model"], e["batch"])][e["impl"]] = b
+    for (model, batch), pair in sorted(pairs.items(), key=lambda kv: (_order(kv[0][0], zoo_order), kv[0][1])):
+        raw, hwd = pair.get("paddle.inference"), pair.get("hwdeploy")
+        raw_s = raw["stats"]["median"] if raw else None
+        hw_s = hwd["stats"]["median"] if hwd else None
+        e = hwd["extra_info"] if hwd else {}
+        rows.append([model, batch, _ms(raw_s), _ms(hw_s), f"{hw_s / raw_s:.3f}" if raw_s and hw_s else "—",
+                     f"{e['interleaved_ratio']:.3f}" if "interleaved_ratio" in e else "—",
+                     f"{e['interleaved_min_ratio']:.3f}" if "interleaved_min_ratio" in e else "—",
+                     f"{e['interleaved_overhead_us']:+.1f}" if "interleaved_overhead_us" in e else "—",
+                     f"{e['validation_us']:.1f}" if "validation_us" in e else "—",
+                     f"{e['validation_ratio']:.3f}" if "validation_ratio" in e else "—"])
+    if rows:
+        out += ["#### Wrapper overhead: hwdeploy vs raw `paddle.inference` (same config)", "",
+                "*ratio*: the two pytest-benchmark medians (measured one after the other); *interleaved*: both"
+                " called alternately in one loop (robust to load drift) — the figure to trust on a busy machine;"
+                " *by min*: the same pair's fastest calls. *input checks*: the only work `Predictor.run` adds to the"
+                " raw calls (`prepare_inputs`: dtype/shape/NaN checks), timed right after a Paddle call;"
+                " *1 + checks/raw* is the overhead it implies, free of the run-to-run noise of long calls.",
+                ""]
+        out += _table(["model", "batch", "raw ms", "hwdeploy ms", "ratio", "interleaved ratio",
+                       "interleaved ratio by min", "overhead µs (interleaved medians)", "input checks µs",
+                       "1 + checks/raw"], rows)
+
+    cells: dict[tuple, dict[str, str]] = defaultdict(dict)
+    for b in by_kind["backend"]:
+        e = b["extra_info"]
+        cells[(e["model"], e["batch"])][e["backend"]] = _ms(b["stats"]["median"]) + (
+            "" if e.get("rel_l2", 0) <= 1e-4 else f" (rel err {e['rel_l2']:.1e})")
+    rows = []
+    for (model, batch), row in sorted(cells.items(), key=lambda kv: (_order(kv[0][0], zoo_order), kv[0][1])):
+        rows.append([model, batch] + [row.get(b, "—") for b in BACKENDS])
+    if rows:
+        out += ["#### CPU backends through hwdeploy (median ms per call)", "",
+                "— : the backend is not installed or cannot convert the model (see the run log)."
+                " All shown numbers passed parity with the Paddle Inference reference (relative L2 <= 1e-4).",
+                ""]
+        out += _table(["model", "batch"] + BACKENDS, rows)
+
+    rows = []
+    for b in sorted(by_kind["fastest"], key=lambda b: _order(b["extra_info"]["model"], zoo_order)):
+        e = b["extra_info"]
+        sides = ", ".join(f"{k} {v:.2f}" for k, v in sorted(e["side_by_side_ms"].items(), key=lambda kv: kv[1]))
+        by_min = (f"{e['ratio_to_best_single_by_min']:.3f} ({e['best_single_by_min']})"
+                  if "ratio_to_best_single_by_min" in e else "—")
+        rows.append([e["model"], e["chosen"], e["best_single"], f"{e['ratio_to_best_single']:.3f}", by_min, sides])
+    if rows:
+        out += ["#### `device=\"auto:fastest\"` vs the fastest single backend (batch 1, side by side in one run)", "",
+                "*ratio*: median latency of the auto:fastest predictor over the best single backend's, all timed in"
+                " one interleaved loop; *by min*: the same with each one's fastest call (less sensitive to load).", ""]
+        out += _table(["model", "chosen", "fastest single", "ratio", "ratio by min", "side-by-side medians (ms)"], rows)
+
+    created: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for b in by_kind["create"]:
+        e = b["extra_info"]
+        created[(e["model"], e["backend"])][e["state"]] = b["stats"]["median"]
+    rows = [[m, be] + [f"{v[state]:.2f}" if state in v else "—" for state in ("cold", "warm")]
+            for (m, be), v in sorted(created.items(), key=lambda kv: (_order(kv[0][0], zoo_order), kv[0][1]))]
+    if rows:
+        out += ["#### Predictor creation (s): cold (empty hwdeploy cache) vs warm (caches filled)", ""]
+        out += _table(["model", "backend", "cold s", "warm s"], rows)
+
+    rows = [[b["extra_info"]["model"], b["extra_info"]["mode"], f"{b['stats']['median']:.2f}",
+             ", ".join(b["extra_info"]["cache_files"]) or "(nothing written)"] for b in by_kind["optim-cache"]]
+    if rows:
+        out += ["#### Paddle's optimized-model cache on a second creation (PIR, CPU, oneDNN)", ""]
+        out += _table(["model", "mode", "creation s", "files in the cache directory"], rows)
+
+    for b in by_kind["startup"]:
+        e = b["extra_info"]
+        out += ["#### Start-up", ""]
+        out += _table(["`import hwdeploy` ms", "`hwdeploy.devices()` ms (probe cache warm)", "devices reported",
+                       "heavy runtimes imported"],
+                      [[f"{e['import_ms']:.0f}", f"{e['devices_ms']:.0f}", e["devices"],
+                        ", ".join(e["heavy_modules"]) or "none"]])
+
+    rows = [[b["extra_info"]["backend"], b["extra_info"]["workers"], f"{b['extra_info']['inferences_per_s']:.0f}"]
+            for b in sorted(by_kind["throughput"],
+                            key=lambda b: (b["extra_info"]["backend"], b["extra_info"]["workers"]))]
+    if rows:
+        model = by_kind["throughput"][0]["extra_info"]["model"]
+        out += [f"#### Throughput: {model}, batch 1, N threads x cloned predictors (1 math thread each)", ""]
+        out += _table(["backend", "threads x clones", "inferences/s"], rows)
+
+    rows = [[b.get("group") or "", b["name"], _ms(b["stats"]["median"]), b["stats"]["rounds"]]
+            for b in by_kind["other"]]
+    if rows:
+        out += ["#### Other benchmarks", ""]
+        out += _table(["group", "benchmark", "median ms", "rounds"], rows)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _default_input() -> Path:
+    root = Path(__file__).resolve().parent.parent / ".benchmarks"
+    latest = root / "latest.json"
+    if latest.exists():
+        return latest
+    found = sorted(root.rglob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no benchmark JSON under {root}: run `pytest benchmarks --benchmark-json={latest}` first")
+    return found[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="*", type=Path,
+                        help="pytest-benchmark JSON file(s); default .benchmarks/latest.json")
+    parser.add_argument("--output", type=Path, help="write the Markdown here instead of stdout")
+    args = parser.parse_args(argv)
+    paths = args.json or [_default_input()]
+    data = json.loads(paths[0].read_text())
+    for extra in paths[1:]:  # several partial runs rendered as one
+        data["benchmarks"] = data.get("benchmarks", []) + json.loads(extra.read_text()).get("benchmarks", [])
+    text = render(data)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""hwdeploy-openvino: Paddle models on OpenVINO's CPU plugin, as a hwdeploy plugin."""

@@ -1,0 +1,62 @@
+"""Paddle -> ONNX (paddle2onnx) -> OpenVINO IR, in a child process.
+
+paddle2onnx imports Paddle and aborts the whole process (SIGABRT) on an
+operator it cannot map (paddle2onnx 2.1.0, Paddle 3.3.1), and OpenVINO's own
+Paddle frontend reads only legacy ``.pdmodel`` programs, not PIR ``.json``.
+So both steps run in one child through :func:`hwdeploy.isolation.run_probe`.
+The IR is saved in full fp32 (``compress_to_fp16=False``; OpenVINO's default
+would halve the weights' precision without saying so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hwdeploy.errors import ConversionError
+from hwdeploy.isolation import run_probe
+
+DEFAULT_OPSET = 13
+CONVERT_TIMEOUT = 900.0
+
+
+def convert_in_child(program: str, params: str, output_xml: str, opset: int) -> dict[str, Any]:
+    """paddle2onnx then ``openvino.convert_model`` + ``save_model`` (runs in the child process)."""
+    import contextlib
+    import io
+    import os
+
+    import paddle2onnx
+
+    onnx_path = str(Path(output_xml).with_suffix(".onnx"))
+    printed = io.StringIO()  # paddle2onnx prints its errors and calls sys.exit(-1)
+    try:
+        with contextlib.redirect_stdout(printed):
+            paddle2onnx.export(program, params, onnx_path, opset_version=opset, auto_upgrade_opset=True,
+                               enable_onnx_checker=True, enable_optimize=True)
+    except SystemExit:
+        errors = [line.split("\t", 1)[-1].replace("\x1b[0m", "").strip()
+                  for line in printed.getvalue().splitlines() if "[ERROR]" in line]
+        raise RuntimeError(errors[0] if errors else "paddle2onnx exited without converting") from None
+    import openvino as ov
+
+    ov_model = ov.convert_model(onnx_path)
+    ov.save_model(ov_model, output_xml, compress_to_fp16=False)
+    os.remove(onnx_path)
+    return {"paddle2onnx": paddle2onnx.__version__, "openvino": ov.get_version(), "onnx_opset": opset,
+            "ov_ops": len(ov_model.get_ordered_ops())}
+
+
+def convert_to_ir(model, output_dir: Path, opset: int = DEFAULT_OPSET) -> tuple[Path, dict[str, Any]]:
+    """Write ``output_dir/model.xml`` + ``model.bin`` for ``model``; return (xml path, facts)."""
+    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 23:
+        raise ConversionError(f"opset must be an integer between 7 and 23, got {opset!r}")
+    xml = Path(output_dir) / "model.xml"
+    result = run_probe(f"{__name__}:convert_in_child", [str(model.program), str(model.params or ""), str(xml), opset],
+                       timeout=CONVERT_TIMEOUT)
+    if result.ok and xml.exists():
+        return xml, result.value
+    detail = result.error or "no IR written"
+    if "unsupported operators" in result.stderr_tail:
+        detail += " (paddle2onnx has no ONNX mapping for some operator of this model)"
+    raise ConversionError(f"could not convert {model.name or model.program} for OpenVINO: {detail}")

@@ -1,0 +1,159 @@
+"""The OpenVINO plugin through hwdeploy's public API: discovery, IR conversion, parity, precision receipts."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import hwdeploy
+from hwdeploy import zoo
+from hwdeploy.errors import FallbackError, InputError, OptionError
+
+import hwdeploy_openvino.predictor as ov_predictor
+
+
+def rel_l2(reference, output):
+    reference, output = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+    return float(np.linalg.norm(output - reference) / np.linalg.norm(reference))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return zoo.get("mlp")
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return zoo.get("mobilenet_v2")
+
+
+def test_discovery_reports_a_cpu_device_below_the_reference():
+    cpu = next(d for d in hwdeploy.devices(refresh=True) if d.backend == "openvino")
+    assert cpu.kind == "cpu" and cpu.available, cpu.reason
+    assert cpu.plugin == "openvino" and cpu.priority < 0
+    assert cpu.versions["openvino"] and cpu.versions["paddle2onnx"]
+
+
+def test_discovery_imports_neither_openvino_nor_paddle():
+    code = textwrap.dedent("""
+        import sys, hwdeploy
+        assert any(d.backend == "openvino" for d in hwdeploy.devices()), "plugin not discovered"
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("openvino", "paddle", "paddle2onnx", "onnx")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_plain_auto_never_picks_the_openvino_device(mlp):
+    # Priority -1: "auto" keeps the Paddle Inference reference (or any device with priority >= 0).
+    with hwdeploy.predictor(mlp.model, "auto", threads=1) as p:
+        assert p.receipt().backend != "openvino"
+
+
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2"])
+def test_parity_with_the_cpu_reference(name):
+    z = zoo.get(name)
+    reference = hwdeploy.predictor(z.model, "cpu", threads=1)
+    ov = hwdeploy.predictor(z.model, "cpu", backend="openvino", threads=1)
+    for batch in (1, 3):  # the IR keeps the dynamic batch
+        inputs = z.sample_inputs(batch, seed=5)
+        expected, got = reference.run(*inputs), ov.run(*inputs)
+        assert [o.shape for o in got] == [e.shape for e in expected]
+        for e, o in zip(expected, got):
+            assert rel_l2(e, o) <= 1e-4
+    assert ov.output_names == reference.output_names and ov.input_names == reference.input_names
+
+
+def test_receipt_shows_device_precision_and_every_layer(mobilenet):
+    p = hwdeploy.predictor(mobilenet.model, "cpu", backend="openvino", threads=2)
+    receipt = p.receipt()
+    assert receipt.backend == "openvino" and receipt.actual == "cpu:0" and receipt.fallback_reasons() == []
+    assert any("EXECUTION_DEVICES = ['CPU']" in e and "INFERENCE_PRECISION_HINT = f32" in e for e in receipt.evidence)
+    assert receipt.ops_known
+    convs = sum(op.count for op in receipt.ops if op.op.startswith("ov::Convolution"))
+    assert convs >= 50  # MobileNetV2's 52 convolutions, fused or not, stay convolutions
+    assert not [op for op in receipt.ops if op.op.endswith(("[bf16]", "[f16]"))]  # fp32 really means fp32
+
+
+def test_reduced_precision_is_caught_as_fallback(mlp, monkeypatch):
+    # Simulate OpenVINO's CPU default on AMX/AVX512-BF16 machines: fp32 asked, bf16 compiled.
+    monkeypatch.setitem(ov_predictor.PRECISIONS, "fp32", "bf16")
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", fallback="allow", threads=1)
+    if p.compiled_precision != "bf16":
+        pytest.skip("this CPU has no bf16 support: OpenVINO keeps f32 whatever the hint")
+    receipt = p.receipt()
+    assert any("bf16" in e and "fp32 was asked" in e for e in receipt.fallback_evidence)
+    with pytest.raises(FallbackError, match="bf16"):
+        hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
+
+
+def test_explicit_bf16_is_not_a_fallback(mlp):
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", precision="bf16", threads=1)
+    assert p.receipt().fallback_reasons() == []
+
+
+def test_conversion_is_cached_and_keeps_fp32_weights(mobilenet):
+    first = hwdeploy.convert(mobilenet.model, "openvino")
+    second = hwdeploy.convert(mobilenet.model, "openvino")
+    assert second.cached and second.directory == first.directory
+    assert sorted(first.files) == ["model.bin", "model.xml"]
+    weights = first.path("model.bin").stat().st_size
+    # fp16 compression (OpenVINO's save_model default) would halve the weights: they must stay fp32-sized.
+    assert weights >= 0.9 * mobilenet.model.params.stat().st_size
+
+
+def test_clones_run_in_threads_with_identical_results(mlp):
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
+    inputs = mlp.sample_inputs(4, seed=2)
+    expected = p.run(*inputs)[0]
+    results, errors = [], []
+
+    def work(predictor):
+        try:
+            for _ in range(20):
+                results.append(predictor.run(*inputs)[0])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p.clone(),)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 60 and all(np.array_equal(r, expected) for r in results)
+
+
+def test_outputs_are_not_overwritten_by_the_next_call(mlp):
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
+    a, b = mlp.sample_inputs(2, seed=1), mlp.sample_inputs(2, seed=2)
+    first = p.run(*a)[0]
+    kept = first.copy()
+    p.run(*b)
+    assert np.array_equal(first, kept)
+
+
+def test_inputs_are_validated_before_openvino_sees_them(mlp):
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
+    x = mlp.sample_inputs(1)[0]
+    with pytest.raises(InputError, match="shape"):
+        p.run(x[:, :10])
+    bad = x.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(InputError, match="NaN/Inf"):
+        p.run(bad)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"onednn": False}, "unknown option"),
+    ({"precision": "int8"}, "precision"),
+    ({"hint": "fast"}, "hint"),
+    ({"threads": -1}, "threads"),
+])
+def test_bad_options_are_refused(mlp, options, match):
+    with pytest.raises(OptionError, match=match):
+        hwdeploy.predictor(mlp.model, "cpu", backend="openvino", **options)
