@@ -106,3 +106,24 @@ def test_scan_params_reports_offsets_consistently(tiny_mlp):
     size = (tiny_mlp / "model.pdiparams").stat().st_size
     assert records[-1].offset + records[-1].nbytes == size
     assert all(r.dtype == "float32" for r in records)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_legacy_program_is_a_model_format_error_naming_it(tmp_path, damage):
+    """Legacy ProgramDesc files are parsed by Paddle itself: its parse failure must still name the file."""
+    import os
+
+    from hwdeploy import zoo
+
+    legacy = zoo.get("mlp").legacy
+    assert legacy is not None
+    shutil.copy(legacy.program, tmp_path / "model.pdmodel")
+    shutil.copy(legacy.params, tmp_path / "model.pdiparams")
+    program = tmp_path / "model.pdmodel"
+    if damage == "truncate":
+        os.truncate(program, program.stat().st_size // 2)
+    else:
+        program.write_bytes(b"\x0a" + bytes(range(256)) * 2)
+    with pytest.raises(ModelFormatError, match="cannot parse the program") as info:
+        hwdeploy.predictor(tmp_path, device="cpu")
+    assert info.value.path == program.resolve()

@@ -166,12 +166,28 @@ def _legacy_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, outputs
 
 
-def create_paddle_predictor(config):
-    """``paddle.inference.create_predictor`` with Paddle's exceptions turned into :class:`BackendError`."""
+# Paddle's messages for files it cannot parse -> which file is to blame.
+_PROGRAM_PARSE_ERRORS = ("program_desc", "json.exception", "Invalid model file")
+_PARAMS_PARSE_ERRORS = ("tensor desc", "Deserialize to tensor", "load_combine", "Cannot read")
+
+
+def create_paddle_predictor(config, model: Model | None = None):
+    """``paddle.inference.create_predictor`` with Paddle's exceptions turned into hwdeploy errors.
+
+    A file Paddle cannot parse (something hwdeploy's own checks let through, e.g. a corrupt legacy
+    ProgramDesc) becomes :class:`ModelFormatError` naming the file; anything else :class:`BackendError`.
+    """
     inference = inference_module()
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # Paddle raises RuntimeError/ValueError/... with C++ context
+        text = str(exc)
+        if model is not None and any(marker in text for marker in _PROGRAM_PARSE_ERRORS):
+            raise ModelFormatError(f"{model.program}: Paddle cannot parse the program: {_first_line(exc)}",
+                                   model.program) from exc
+        if model is not None and model.params and any(marker in text for marker in _PARAMS_PARSE_ERRORS):
+            raise ModelFormatError(f"{model.params}: Paddle cannot read the parameters: {_first_line(exc)}",
+                                   model.params) from exc
         raise BackendError(f"Paddle Inference could not load the model: {_first_line(exc)}") from exc
 
 
@@ -205,7 +221,7 @@ class PaddleInferencePredictor(Predictor):
         self.notes: list[str] = []  # facts for the receipt's evidence (e.g. why oneDNN is off)
         self.backend = backend or self.backend
         self.check_finite = check_finite
-        self._predictor = paddle_predictor if paddle_predictor is not None else create_paddle_predictor(config)
+        self._predictor = paddle_predictor if paddle_predictor is not None else create_paddle_predictor(config, model)
         self._actual_device = actual_device or config_device
         self._receipt_extra = receipt_extra
         self.inputs, self.outputs = io_specs(model, self._predictor)

@@ -125,7 +125,9 @@ def install(root: Path | None = None, *, force: bool = False, npm: str | None = 
 
     def build(tmp: Path) -> None:
         (tmp / "package.json").write_text(json.dumps({"name": "hwdeploy-paddlejs-assets", "private": True}))
-        cmd = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact", "--prefix", str(tmp),
+        # --prefer-offline: npm's own cache serves repeat installs; the sha256 check below still applies.
+        cmd = [npm, "install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact",
+               "--prefix", str(tmp),
                *specs]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
