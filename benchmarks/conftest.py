@@ -28,14 +28,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from hwdeploy.hostinfo import cpu_name, default_threads
+
 os.environ.setdefault("GLOG_minloglevel", "2")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _env_list(name: str, default: list[str]) -> list[str]:
@@ -46,7 +41,7 @@ def _env_list(name: str, default: list[str]) -> list[str]:
 ZOO_NAMES = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"]
 MODELS = _env_list("HWDEPLOY_BENCH_MODELS", ZOO_NAMES)
 BATCHES = [int(b) for b in _env_list("HWDEPLOY_BENCH_BATCHES", ["1", "8"])]
-THREADS = int(os.environ.get("HWDEPLOY_BENCH_THREADS", "0")) or _cores()
+THREADS = int(os.environ.get("HWDEPLOY_BENCH_THREADS", "0")) or default_threads()
 SECONDS = float(os.environ.get("HWDEPLOY_BENCH_SECONDS", "0.4"))
 BACKENDS = ["paddle-inference", "onnxruntime", "openvino"]
 VERSIONED = ("hwdeploy", "paddlepaddle", "onnxruntime", "openvino", "paddle2onnx", "numpy", "pytest-benchmark")
@@ -62,17 +57,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def pytest_configure(config):
     # pytest-benchmark writes --benchmark-json at the end and fails if its folder is missing.
     path = config.getoption("benchmark_json", default=None)
@@ -82,7 +66,7 @@ def pytest_configure(config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["hwdeploy"] = {
-        "cpu": cpu_name(), "cores": _cores(), "threads_per_predictor": THREADS, "python": platform.python_version(),
+        "cpu": cpu_name(), "cores": default_threads(), "threads_per_predictor": THREADS, "python": platform.python_version(),
         "versions": versions(), "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 

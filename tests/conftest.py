@@ -50,3 +50,9 @@ def tiny_mlp(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("tiny_mlp")
     build_tiny_mlp(directory / "model")
     return directory
+
+
+@pytest.fixture(scope="session")
+def model_builder():
+    """``build(source, prefix)``: save a model from a script in a subprocess (see :func:`build_model`)."""
+    return build_model

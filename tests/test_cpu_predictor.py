@@ -171,10 +171,8 @@ paddle.jit.save(m, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 4], "
 '''
 
 
-def test_upsampling_model_runs_with_onednn_turned_off_and_says_why(tmp_path):
-    from conftest import build_model
-
-    build_model(UPSAMPLE, tmp_path / "up" / "model")
+def test_upsampling_model_runs_with_onednn_turned_off_and_says_why(tmp_path, model_builder):
+    model_builder(UPSAMPLE, tmp_path / "up" / "model")
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("float32")
     p = hwdeploy.predictor(tmp_path / "up", device="cpu")
     assert p.run(x)[0].shape == (2, 4, 16, 16)
@@ -185,10 +183,8 @@ def test_upsampling_model_runs_with_onednn_turned_off_and_says_why(tmp_path):
         forced.run(x)
 
 
-def test_model_without_weights_has_no_parameter_file_and_still_loads(tmp_path):
-    from conftest import build_model
-
-    build_model(NO_WEIGHTS, tmp_path / "double" / "model")
+def test_model_without_weights_has_no_parameter_file_and_still_loads(tmp_path, model_builder):
+    model_builder(NO_WEIGHTS, tmp_path / "double" / "model")
     assert not (tmp_path / "double" / "model.pdiparams").exists()
     p = hwdeploy.predictor(tmp_path / "double", device="cpu")
     np.testing.assert_array_equal(p.run(np.array([[-1, 0.5, 2, -3]], "float32"))[0], [[0, 1, 4, 0]])

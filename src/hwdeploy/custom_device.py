@@ -58,7 +58,7 @@ import numpy as np
 
 from hwdeploy import paddle_inference as pi
 from hwdeploy.devices import Device
-from hwdeploy.errors import BackendError, ConversionError, DeviceNotFoundError, OptionError
+from hwdeploy.errors import BackendError, ConversionError, DeviceNotFoundError, OptionError, check_options
 from hwdeploy.hookspecs import hookimpl
 from hwdeploy.isolation import run_probe
 from hwdeploy.model import Model, TensorSpec
@@ -719,9 +719,7 @@ class CustomDeviceVendor:
         """A predictor for ``device`` if it is this vendor's, else None (the hook's contract)."""
         if device.kind != self.kind or device.backend != BACKEND:
             return None
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise OptionError(f"{self.kind} backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        check_options(f"{self.kind} backend", options, OPTIONS)
         precision = options.get("precision", "fp32")
         if precision != "fp32":
             raise OptionError(f"{self.kind} backend: precision {precision!r} is not supported (fp32 only)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 if TYPE_CHECKING:
     from hwdeploy.receipt import Receipt
@@ -47,6 +47,16 @@ class OptionError(HwdeployError, ValueError):
     passes HwdeployErrors through to the caller, while any other exception
     from a plugin is treated as a broken plugin.
     """
+
+
+def check_options(owner: str, options: Mapping[str, Any], known: Collection[str]) -> None:
+    """Raise :class:`OptionError` if ``options`` has a key outside ``known``, naming both sets.
+
+    ``owner`` starts the message: ``"cpu backend"``, ``"onnx conversion"``.
+    """
+    unknown = set(options) - set(known)
+    if unknown:
+        raise OptionError(f"{owner}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
 class InputError(HwdeployError, ValueError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from importlib import metadata
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from hwdeploy.cache import cache_dir, cache_key
 from hwdeploy.devices import Device
 from hwdeploy.errors import BackendError, ModelFormatError, OptionError
+from hwdeploy.hostinfo import default_threads, dist_version  # default_threads: also public here, as before
 from hwdeploy.model import Model, TensorSpec, model_io
 from hwdeploy.predictor import Predictor
 from hwdeploy.receipt import Receipt
@@ -49,19 +49,8 @@ _vlog_registered = False
 
 
 def paddle_version() -> str:
-    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return ""
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """Installed Paddle version (CPU or GPU build), "" when Paddle is absent."""
+    return dist_version("paddlepaddle", "paddlepaddle-gpu")
 
 
 # Paddle 3.3.1 + oneDNN cannot run these PIR ops: create_predictor succeeds, run() fails with

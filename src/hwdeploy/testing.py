@@ -59,3 +59,47 @@ def plugins_on_path(site: Path) -> Iterator[None]:
         for mod in [m for m in sys.modules if m.startswith("hwdeploy_test_")]:
             del sys.modules[mod]
         reset_plugin_manager()
+
+
+def rel_l2(reference, output) -> float:
+    """Relative L2 error of ``output`` against ``reference``, computed in float64 (parity checks)."""
+    import numpy as np
+
+    reference, output = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+    return float(np.linalg.norm(output - reference) / np.linalg.norm(reference))
+
+
+def run_clones_in_threads(predictor, inputs: Sequence, *, clones: int = 3, runs: int = 20) -> list:
+    """Run ``predictor.clone()``s concurrently, one thread each, ``runs`` times; return every first output.
+
+    The first exception raised in any thread is re-raised here, so a test sees it.
+    """
+    import threading
+
+    results, errors = [], []
+
+    def work(clone):
+        try:
+            for _ in range(runs):
+                results.append(clone.run(*inputs)[0])
+        except Exception as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(predictor.clone(),)) for _ in range(clones)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def assert_parity(reference, candidate, inputs: Sequence, *, tol: float = 1e-4) -> None:
+    """Assert that two predictors give the same output shapes and outputs within relative L2 ``tol``."""
+    expected, got = reference.run(*inputs), candidate.run(*inputs)
+    assert [o.shape for o in got] == [e.shape for e in expected], (
+        f"output shapes {[o.shape for o in got]} != reference {[e.shape for e in expected]}")
+    for i, (e, o) in enumerate(zip(expected, got)):
+        error = rel_l2(e, o)
+        assert error <= tol, f"output {i}: relative L2 error {error:.3g} > {tol}"

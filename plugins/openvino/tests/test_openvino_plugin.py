@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
@@ -11,13 +10,9 @@ import pytest
 import hwdeploy
 from hwdeploy import zoo
 from hwdeploy.errors import FallbackError, InputError, OptionError
+from hwdeploy.testing import assert_parity, run_clones_in_threads
 
 import hwdeploy_openvino.predictor as ov_predictor
-
-
-def rel_l2(reference, output):
-    reference, output = np.asarray(reference, np.float64), np.asarray(output, np.float64)
-    return float(np.linalg.norm(output - reference) / np.linalg.norm(reference))
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +55,7 @@ def test_parity_with_the_cpu_reference(name):
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
     ov = hwdeploy.predictor(z.model, "cpu", backend="openvino", threads=1)
     for batch in (1, 3):  # the IR keeps the dynamic batch
-        inputs = z.sample_inputs(batch, seed=5)
-        expected, got = reference.run(*inputs), ov.run(*inputs)
-        assert [o.shape for o in got] == [e.shape for e in expected]
-        for e, o in zip(expected, got):
-            assert rel_l2(e, o) <= 1e-4
+        assert_parity(reference, ov, z.sample_inputs(batch, seed=5), tol=1e-4)
     assert ov.output_names == reference.output_names and ov.input_names == reference.input_names
 
 
@@ -110,21 +101,7 @@ def test_clones_run_in_threads_with_identical_results(mlp):
     p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
     inputs = mlp.sample_inputs(4, seed=2)
     expected = p.run(*inputs)[0]
-    results, errors = [], []
-
-    def work(predictor):
-        try:
-            for _ in range(20):
-                results.append(predictor.run(*inputs)[0])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(p.clone(),)) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_clones_in_threads(p, inputs, clones=3, runs=20)
     assert len(results) == 60 and all(np.array_equal(r, expected) for r in results)
 
 

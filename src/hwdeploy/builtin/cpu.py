@@ -7,42 +7,24 @@ parity check compares against this backend.
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
+from hwdeploy.errors import OptionError, check_options
+from hwdeploy.hostinfo import cpu_name, default_threads, memory_bytes
 from hwdeploy import paddle_inference as pi
 
 KIND = "cpu"
 OPTIONS = {"threads", "ir_optim", "onednn", "memory_optim", "optim_cache", "check_finite", "precision"}
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 @hookimpl
 def hwdeploy_discover_devices() -> list[Device]:
     version = pi.paddle_version()
-    device = Device(KIND, 0, name=_cpu_name(), backend=pi.BACKEND, priority=0, memory_bytes=_memory_bytes(),
+    device = Device(KIND, 0, name=cpu_name(), backend=pi.BACKEND, priority=0, memory_bytes=memory_bytes(),
                     versions={"paddlepaddle": version} if version else {},
-                    details={"threads": pi.default_threads(), "machine": platform.machine()})
+                    details={"threads": default_threads(), "machine": platform.machine()})
     if not version:
         device.available = False
         device.reason = "paddlepaddle is not installed (pip install paddlepaddle)"
@@ -53,9 +35,7 @@ def hwdeploy_discover_devices() -> list[Device]:
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.kind != KIND or device.backend != pi.BACKEND:
         return None
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise OptionError(f"cpu backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    check_options("cpu backend", options, OPTIONS)
     precision = options.get("precision", "fp32")
     if precision != "fp32":
         raise OptionError(f"cpu backend: precision {precision!r} is not supported (fp32 only)")

@@ -15,8 +15,8 @@ from typing import Any
 
 from hwdeploy.errors import ConversionError, UnsupportedOpsError
 from hwdeploy.isolation import run_probe
+from hwdeploy.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
 
-DEFAULT_OPSET = 13
 EXPORT_TIMEOUT = 900.0
 ABORT_MARK = "unsupported operators"
 
@@ -36,26 +36,12 @@ _STRUCTURAL = {"data", "fetch", "feed", "parameter", "constant"}
 
 def export_in_child(program: str, params: str, output: str, opset: int) -> dict[str, Any]:
     """Run paddle2onnx (called in the child process); return facts about the ONNX file."""
-    import contextlib
-    import io
-
-    import paddle2onnx
-
-    # paddle2onnx reports a failed conversion by printing it and calling sys.exit(-1).
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            paddle2onnx.export(program, params, output, opset_version=opset, auto_upgrade_opset=True,
-                               enable_onnx_checker=True, enable_optimize=True)
-    except SystemExit:
-        errors = [line.split("\t", 1)[-1].replace("\x1b[0m", "").strip()
-                  for line in printed.getvalue().splitlines() if "[ERROR]" in line]
-        raise RuntimeError(errors[0] if errors else "paddle2onnx exited without converting") from None
+    version = paddle2onnx_in_child(program, params, output, opset)
     import onnx
 
     onnx_model = onnx.load(output, load_external_data=False)
     opsets = [o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")]
-    return {"paddle2onnx": paddle2onnx.__version__, "onnx_opset": max(opsets) if opsets else opset,
+    return {"paddle2onnx": version, "onnx_opset": max(opsets) if opsets else opset,
             "onnx_nodes": len(onnx_model.graph.node)}
 
 
@@ -82,8 +68,7 @@ def unsupported_suspects(op_types: list[str], supported: set[str]) -> list[str]:
 
 def export_onnx(model, output_dir: Path, opset: int = DEFAULT_OPSET, filename: str = "model.onnx") -> tuple[Path, dict]:
     """Convert ``model`` (a PIR or legacy hwdeploy Model) to ``output_dir/filename``; return (path, facts)."""
-    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 23:
-        raise ConversionError(f"opset must be an integer between 7 and 23, got {opset!r}")
+    check_opset(opset)
     output = Path(output_dir) / filename
     result = run_probe(f"{__name__}:export_in_child", [str(model.program), str(model.params or ""), str(output), opset],
                        timeout=EXPORT_TIMEOUT)

@@ -8,42 +8,23 @@ onnxruntime nor Paddle.
 
 from __future__ import annotations
 
-import os
-import platform
-from importlib import metadata
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
+from hwdeploy.errors import OptionError, check_options
+from hwdeploy.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
 from hwdeploy.isolation import run_probe
+from hwdeploy.onnx_export import converter_missing
 from hwdeploy.types import Artifact, ConversionTarget
 
 from hwdeploy_onnxruntime import convert
-from hwdeploy_onnxruntime.predictor import BACKEND, default_threads, ort_version
+from hwdeploy_onnxruntime.predictor import BACKEND, ort_version
 
 TARGET = "onnx"
 CPU_PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
 GPU_PRIORITY = 40  # below Paddle's own GPU backends (100)
 OPTIONS = {"threads", "precision", "check_finite", "opset", "spinning"}
 PROBE_TTL = 86400.0
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def available_providers() -> list[str]:
@@ -54,7 +35,7 @@ def available_providers() -> list[str]:
 
 
 def _gpu_device(versions: dict[str, str]) -> Device:
-    gpu_build = _version("onnxruntime-gpu")
+    gpu_build = dist_version("onnxruntime-gpu")
     device = Device("gpu", 0, name="CUDA through onnxruntime-gpu", backend=BACKEND, priority=GPU_PRIORITY,
                     versions=dict(versions))
     if not gpu_build:
@@ -74,29 +55,18 @@ def _gpu_device(versions: dict[str, str]) -> Device:
     return device
 
 
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 @hookimpl
 def hwdeploy_discover_devices() -> list[Device]:
-    ort, p2o = ort_version(), _version("paddle2onnx")
+    ort, p2o = ort_version(), dist_version("paddle2onnx")
     versions = {k: v for k, v in (("onnxruntime", ort), ("paddle2onnx", p2o)) if v}
-    cpu = Device("cpu", 0, name=_cpu_name(), backend=BACKEND, priority=CPU_PRIORITY, memory_bytes=_memory_bytes(),
+    cpu = Device("cpu", 0, name=cpu_name(), backend=BACKEND, priority=CPU_PRIORITY, memory_bytes=memory_bytes(),
                  versions=versions, details={"threads": default_threads(), "provider": "CPUExecutionProvider"})
     if not ort:
         cpu.available, cpu.reason = False, "onnxruntime is not installed (pip install onnxruntime)"
         return [cpu]
-    if not p2o:
-        cpu.available = False
-        cpu.reason = "paddle2onnx is not installed: it converts Paddle models to ONNX (pip install paddle2onnx)"
-    elif not (_version("paddlepaddle") or _version("paddlepaddle-gpu")):
-        cpu.available = False
-        cpu.reason = ("paddlepaddle is not installed: paddle2onnx needs it to read Paddle models"
-                         " (pip install 'hwdeploy[paddle]')")
+    missing = converter_missing("to ONNX")
+    if missing:
+        cpu.available, cpu.reason = False, missing
     gpu = _gpu_device(versions)
     if not cpu.available and gpu.available:  # same conversion path: same missing piece
         gpu.available, gpu.reason = False, cpu.reason
@@ -113,9 +83,7 @@ def hwdeploy_conversion_targets() -> list[ConversionTarget]:
 def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir) -> Artifact | None:
     if target != TARGET:
         return None
-    unknown = set(options) - {"opset"}
-    if unknown:
-        raise OptionError(f"onnx conversion: unknown option(s) {sorted(unknown)}; known: ['opset']")
+    check_options("onnx conversion", options, {"opset"})
     path, facts = convert.export_onnx(model, output_dir, options.get("opset", convert.DEFAULT_OPSET))
     return Artifact(TARGET, output_dir, [path.name], facts)
 
@@ -124,9 +92,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.backend != BACKEND:
         return None
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise OptionError(f"onnxruntime backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    check_options("onnxruntime backend", options, OPTIONS)
     precision = options.get("precision", "fp32")
     if precision != "fp32":
         raise OptionError(f"onnxruntime backend: precision {precision!r} is not supported (fp32 only)")

@@ -12,10 +12,8 @@ the device that is not really used shows up as ``actual`` and in
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from hwdeploy import Device, Predictor, Receipt
 from hwdeploy.errors import BackendError
+from hwdeploy.hostinfo import default_threads, dist_version
 from hwdeploy.model import Model, TensorSpec, model_io
 from hwdeploy.receipt import NO_KERNEL, OpPlacement
 
@@ -36,19 +35,8 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(
 
 
 def ort_version() -> str:
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return ""
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """Installed onnxruntime version (CPU or GPU build), "" when absent."""
+    return dist_version("onnxruntime", "onnxruntime-gpu")
 
 
 class OrtPredictor(Predictor):

@@ -15,42 +15,29 @@ from typing import Any
 
 from hwdeploy.errors import ConversionError
 from hwdeploy.isolation import run_probe
+from hwdeploy.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
 
-DEFAULT_OPSET = 13
 CONVERT_TIMEOUT = 900.0
 
 
 def convert_in_child(program: str, params: str, output_xml: str, opset: int) -> dict[str, Any]:
     """paddle2onnx then ``openvino.convert_model`` + ``save_model`` (runs in the child process)."""
-    import contextlib
-    import io
     import os
 
-    import paddle2onnx
-
     onnx_path = str(Path(output_xml).with_suffix(".onnx"))
-    printed = io.StringIO()  # paddle2onnx prints its errors and calls sys.exit(-1)
-    try:
-        with contextlib.redirect_stdout(printed):
-            paddle2onnx.export(program, params, onnx_path, opset_version=opset, auto_upgrade_opset=True,
-                               enable_onnx_checker=True, enable_optimize=True)
-    except SystemExit:
-        errors = [line.split("\t", 1)[-1].replace("\x1b[0m", "").strip()
-                  for line in printed.getvalue().splitlines() if "[ERROR]" in line]
-        raise RuntimeError(errors[0] if errors else "paddle2onnx exited without converting") from None
+    p2o_version = paddle2onnx_in_child(program, params, onnx_path, opset)
     import openvino as ov
 
     ov_model = ov.convert_model(onnx_path)
     ov.save_model(ov_model, output_xml, compress_to_fp16=False)
     os.remove(onnx_path)
-    return {"paddle2onnx": paddle2onnx.__version__, "openvino": ov.get_version(), "onnx_opset": opset,
+    return {"paddle2onnx": p2o_version, "openvino": ov.get_version(), "onnx_opset": opset,
             "ov_ops": len(ov_model.get_ordered_ops())}
 
 
 def convert_to_ir(model, output_dir: Path, opset: int = DEFAULT_OPSET) -> tuple[Path, dict[str, Any]]:
     """Write ``output_dir/model.xml`` + ``model.bin`` for ``model``; return (xml path, facts)."""
-    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 23:
-        raise ConversionError(f"opset must be an integer between 7 and 23, got {opset!r}")
+    check_opset(opset)
     xml = Path(output_dir) / "model.xml"
     result = run_probe(f"{__name__}:convert_in_child", [str(model.program), str(model.params or ""), str(xml), opset],
                        timeout=CONVERT_TIMEOUT)

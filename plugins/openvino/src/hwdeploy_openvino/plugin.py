@@ -8,17 +8,16 @@ OpenVINO nor Paddle.
 
 from __future__ import annotations
 
-import os
-import platform
-from importlib import metadata
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
+from hwdeploy.errors import OptionError, check_options
+from hwdeploy.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
+from hwdeploy.onnx_export import converter_missing
 from hwdeploy.types import Artifact, ConversionTarget
 
 from hwdeploy_openvino import convert
-from hwdeploy_openvino.predictor import BACKEND, PRECISIONS, default_threads, ov_version
+from hwdeploy_openvino.predictor import BACKEND, PRECISIONS, ov_version
 
 TARGET = "openvino"
 PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
@@ -26,46 +25,15 @@ OPTIONS = {"threads", "precision", "check_finite", "opset", "hint", "cache"}
 HINTS = ("latency", "throughput")
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 @hookimpl
 def hwdeploy_discover_devices() -> list[Device]:
-    ov, p2o = ov_version(), _version("paddle2onnx")
-    device = Device("cpu", 0, name=_cpu_name(), memory_bytes=_memory_bytes(), backend=BACKEND, priority=PRIORITY,
+    ov, p2o = ov_version(), dist_version("paddle2onnx")
+    device = Device("cpu", 0, name=cpu_name(), memory_bytes=memory_bytes(), backend=BACKEND, priority=PRIORITY,
                     versions={k: v for k, v in (("openvino", ov), ("paddle2onnx", p2o)) if v},
                     details={"threads": default_threads(), "openvino_device": "CPU"})
-    if not ov:
-        device.available, device.reason = False, "openvino is not installed (pip install openvino)"
-    elif not p2o:
-        device.available = False
-        device.reason = "paddle2onnx is not installed: it converts Paddle models for OpenVINO (pip install paddle2onnx)"
-    elif not (_version("paddlepaddle") or _version("paddlepaddle-gpu")):
-        device.available = False
-        device.reason = ("paddlepaddle is not installed: paddle2onnx needs it to read Paddle models"
-                         " (pip install 'hwdeploy[paddle]')")
+    missing = "openvino is not installed (pip install openvino)" if not ov else converter_missing("for OpenVINO")
+    if missing:
+        device.available, device.reason = False, missing
     return [device]
 
 
@@ -78,9 +46,7 @@ def hwdeploy_conversion_targets() -> list[ConversionTarget]:
 def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir) -> Artifact | None:
     if target != TARGET:
         return None
-    unknown = set(options) - {"opset"}
-    if unknown:
-        raise OptionError(f"openvino conversion: unknown option(s) {sorted(unknown)}; known: ['opset']")
+    check_options("openvino conversion", options, {"opset"})
     xml, facts = convert.convert_to_ir(model, output_dir, options.get("opset", convert.DEFAULT_OPSET))
     return Artifact(TARGET, output_dir, [xml.name, xml.with_suffix(".bin").name], facts)
 
@@ -89,9 +55,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.backend != BACKEND:
         return None
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise OptionError(f"openvino backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    check_options("openvino backend", options, OPTIONS)
     precision = options.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise OptionError(f"openvino backend: precision {precision!r} is not supported (one of {sorted(PRECISIONS)})")

@@ -10,10 +10,8 @@ runs in: a layer in bf16/f16 when fp32 was asked is fallback evidence.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import numpy as np
 from hwdeploy import Device, Predictor, Receipt
 from hwdeploy.cache import cache_dir
 from hwdeploy.errors import BackendError
+from hwdeploy.hostinfo import default_threads, dist_version
 from hwdeploy.model import Model, TensorSpec, model_io
 from hwdeploy.receipt import OpPlacement
 
@@ -49,17 +48,8 @@ def ov_core():
 
 
 def ov_version() -> str:
-    try:
-        return metadata.version("openvino")
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """Installed OpenVINO version, "" when absent."""
+    return dist_version("openvino")
 
 
 def _device_id(ov_device: str) -> str:

@@ -1,0 +1,49 @@
+"""Facts about the host that device discovery reports: CPU name, memory, usable cores, installed versions.
+
+Standard library only (no Paddle, no runtime import), so any plugin's
+discovery hook may call these.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of the host in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_threads() -> int:
+    """Cores this process may run on (its CPU affinity), the default thread count of CPU backends."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def dist_version(*dists: str) -> str:
+    """Version of the first of ``dists`` that is installed (``"paddlepaddle", "paddlepaddle-gpu"``), else ""."""
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
