@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from hwdeploy import hostinfo
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("CMakeLists.txt", "runtime.cc", "kernels.cc", "simdevice.h")
@@ -70,12 +71,7 @@ def missing_tools() -> str | None:
 
 
 def _paddle_version() -> str:
-    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "none"
+    return hostinfo.paddle_version() or "none"
 
 
 def build_key(device_type: str) -> str:

@@ -47,3 +47,8 @@ def dist_version(*dists: str) -> str:
         except metadata.PackageNotFoundError:
             continue
     return ""
+
+
+def paddle_version() -> str:
+    """Installed Paddle version (CPU or GPU build), "" when Paddle is absent. Does not import Paddle."""
+    return dist_version("paddlepaddle", "paddlepaddle-gpu")

@@ -17,7 +17,7 @@ import numpy as np
 from hwdeploy.cache import cache_dir, cache_key
 from hwdeploy.devices import Device
 from hwdeploy.errors import BackendError, ModelFormatError, OptionError
-from hwdeploy.hostinfo import default_threads, dist_version  # default_threads: also public here, as before
+from hwdeploy.hostinfo import default_threads, paddle_version  # both also public here, as before
 from hwdeploy.model import Model, TensorSpec, model_io
 from hwdeploy.predictor import Predictor
 from hwdeploy.receipt import Receipt
@@ -46,11 +46,6 @@ def inference_module():
 
 
 _vlog_registered = False
-
-
-def paddle_version() -> str:
-    """Installed Paddle version (CPU or GPU build), "" when Paddle is absent."""
-    return dist_version("paddlepaddle", "paddlepaddle-gpu")
 
 
 # Paddle 3.3.1 + oneDNN cannot run these PIR ops: create_predictor succeeds, run() fails with

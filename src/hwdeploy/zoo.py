@@ -32,12 +32,12 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hwdeploy import hostinfo
 from hwdeploy.cache import build_once, cache_dir
 from hwdeploy.errors import BackendError, ConversionError, ModelError, ModelNotFoundError
 from hwdeploy.model import Model, load_model
@@ -196,12 +196,7 @@ def _source_hash() -> str:
 
 
 def _paddle_version() -> str:
-    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "none"
+    return hostinfo.paddle_version() or "none"
 
 
 _lock = threading.Lock()
