@@ -59,6 +59,12 @@ def check_options(owner: str, options: Mapping[str, Any], known: Collection[str]
         raise OptionError(f"{owner}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
+def check_threads(threads: Any) -> None:
+    """Raise :class:`OptionError` unless ``threads`` is None (the backend's default) or an int >= 1."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+
+
 class InputError(HwdeployError, ValueError):
     """Inputs that do not match the model: name, count, rank, shape, dtype, NaN/Inf, empty."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from hwdeploy.cache import cache_dir, cache_key
 from hwdeploy.devices import Device
-from hwdeploy.errors import BackendError, ModelFormatError, OptionError
+from hwdeploy.errors import BackendError, ModelFormatError, check_threads
 from hwdeploy.hostinfo import default_threads, paddle_version  # both also public here, as before
 from hwdeploy.model import Model, TensorSpec, model_io
 from hwdeploy.predictor import Predictor
@@ -82,9 +82,8 @@ def make_config(model: Model, *, threads: int | None = None, ir_optim: bool = Tr
     config = inference.Config(str(model.program), str(model.params) if model.params else "")
     config.disable_glog_info()
     config.switch_ir_optim(ir_optim)
+    check_threads(threads)
     threads = default_threads() if threads is None else threads
-    if not isinstance(threads, int) or threads < 1:
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
     config.set_cpu_math_library_num_threads(threads)
     if onednn is None:
         onednn = not onednn_blockers(model)

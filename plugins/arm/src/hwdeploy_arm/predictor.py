@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwdeploy.devices import Device
-from hwdeploy.errors import ModelFormatError, OptionError
+from hwdeploy.errors import ModelFormatError, OptionError, check_threads
 from hwdeploy.model import Model, TensorSpec
 from hwdeploy.predictor import Predictor
 from hwdeploy.receipt import OpPlacement, Receipt
@@ -36,8 +36,9 @@ def host_kind(machine: str | None = None) -> str | None:
 
 
 def check_options(threads: Any, power_mode: Any, timeout: Any) -> None:
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    if threads is None:
+        raise OptionError("threads must be a positive integer, got None")
+    check_threads(threads)
     if power_mode is not None and power_mode not in POWER_MODES:
         raise OptionError(f"power_mode must be one of {POWER_MODES}, got {power_mode!r}")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):

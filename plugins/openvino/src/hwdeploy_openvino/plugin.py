@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError, check_options
+from hwdeploy.errors import OptionError, check_options, check_threads
 from hwdeploy.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
 from hwdeploy.onnx_export import converter_missing
 from hwdeploy.types import Artifact, ConversionTarget
@@ -63,8 +63,7 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if hint not in HINTS:
         raise OptionError(f"openvino backend: hint must be one of {HINTS}, got {hint!r}")
     threads = options.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    check_threads(threads)
     import hwdeploy
     from hwdeploy_openvino.predictor import OvPredictor
 
