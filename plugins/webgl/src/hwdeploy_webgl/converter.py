@@ -712,17 +712,23 @@ def _gelu(lw, op, ins):
 # ---- conv / pool / norm
 
 
-@handles("pd_op.conv2d", "pd_op.depthwise_conv2d")
-def _conv2d(lw, op, ins):
+def _conv_operands(op, ins, name):
+    """The input, constant weights, groups, strides and dilations every conv-like op starts from."""
     _check_nchw(op)
     x, w = ins[0], ins[1]
     if len(x.shape) != 4 or w.const is None or len(w.shape) != 4:
-        raise Unsupported("conv2d needs a 4-D input and constant 4-D weights")
-    n, c, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
+        raise Unsupported(f"{name} needs a 4-D input and constant 4-D weights")
     groups = int(op.attrs.get("groups", 1))
     strides = [int(s) for s in op.attrs.get("strides", [1, 1])]
     dil = [int(d) for d in op.attrs.get("dilations", [1, 1])]
+    return x, w, groups, strides, dil
+
+
+@handles("pd_op.conv2d", "pd_op.depthwise_conv2d")
+def _conv2d(lw, op, ins):
+    x, w, groups, strides, dil = _conv_operands(op, ins, "conv2d")
+    n, c, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
     if cin_g * groups != c:
         raise ConversionError(f"conv2d: input has {c} channels, weights expect {cin_g}x{groups}")
     pt, pb, pl, pr = _conv_pads(op, (h, wd), (kh, kw), strides, dil)
@@ -747,15 +753,9 @@ def _conv2d(lw, op, ins):
 
 @handles("pd_op.conv2d_transpose")
 def _conv2d_transpose(lw, op, ins):
-    _check_nchw(op)
-    x, w = ins[0], ins[1]
-    if len(x.shape) != 4 or w.const is None or len(w.shape) != 4:
-        raise Unsupported("conv2d_transpose needs a 4-D input and constant 4-D weights")
+    x, w, groups, strides, dil = _conv_operands(op, ins, "conv2d_transpose")
     n, c, h, wd = x.shape
     cin, cout_g, kh, kw = w.shape
-    groups = int(op.attrs.get("groups", 1))
-    strides = [int(s) for s in op.attrs.get("strides", [1, 1])]
-    dil = [int(d) for d in op.attrs.get("dilations", [1, 1])]
     if groups != 1 or dil != [1, 1]:
         raise Unsupported(f"conv2d_transpose with groups={groups}, dilations={dil} (shader handles 1/1 only)")
     if n != 1:
