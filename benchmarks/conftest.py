@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from hwdeploy.hostinfo import cpu_name, default_threads
+from hwdeploy.sdk.hostinfo import cpu_name, default_threads
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 

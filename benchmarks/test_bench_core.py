@@ -105,7 +105,7 @@ def test_create_paddle_optim_cache(benchmark, name, mode):
     "optim cache dir": ``set_optim_cache_dir`` alone, directory filled by a first creation;
     "saved optimized model": plus ``enable_save_optim_model(True)``. Both measured warm.
     """
-    from hwdeploy import paddle_inference as pi
+    from hwdeploy.sdk import paddle_inference as pi
 
     model = zoo_model(name).model
     directory = tempfile.mkdtemp(prefix="hwdeploy-optim-")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwdeploy import hostinfo
+from hwdeploy.sdk import hostinfo
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("CMakeLists.txt", "runtime.cc", "kernels.cc", "simdevice.h")
@@ -96,7 +96,7 @@ def build(device_type: str = "npu", *, jobs: int = 2) -> Path:
     """
     if not device_type.isidentifier() or device_type.lower() != device_type:
         raise ValueError(f"device type must be a lower-case identifier like 'npu', got {device_type!r}")
-    from hwdeploy.cache import build_once, cache_dir
+    from hwdeploy.sdk.cache import build_once, cache_dir
 
     final = cache_dir("simdevice") / f"{device_type}-{build_key(device_type)}"
     if (final / library_name(device_type)).is_file():

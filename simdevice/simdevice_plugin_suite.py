@@ -35,8 +35,8 @@ import simdevice_testkit as kit
 
 import hwdeploy
 from hwdeploy import custom_device, zoo
-from hwdeploy.plugins import get_plugin_manager
-from hwdeploy.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL
+from hwdeploy.contract.manager import get_plugin_manager
+from hwdeploy.contract.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL
 
 #: The hooks a CustomDevice vendor plugin implements (through CustomDeviceVendor.hookimpls()).
 HOOKS = {"hwdeploy_discover_devices", "hwdeploy_create_predictor", "hwdeploy_utilization_sampler",

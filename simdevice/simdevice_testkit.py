@@ -8,7 +8,7 @@ Two halves:
   ``CUSTOM_DEVICE_ROOT`` set (Paddle loads plugins only when first imported,
   so every test that needs the device runs in a child);
 - the **child** side (``scenario_*`` functions, called through
-  :func:`hwdeploy.isolation.run_probe`): run models through ``hwdeploy`` on
+  :func:`hwdeploy.sdk.isolation.run_probe`): run models through ``hwdeploy`` on
   the device and report receipts, parity with the CPU reference, the device's
   own kernel trace and Paddle's kernel inventory as JSON.
 
@@ -62,7 +62,7 @@ def in_child(scenario: str, *args: Any, env: dict[str, str | None] | None = None
 
     ``env`` values of None remove the variable in the child.
     """
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     child_env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                  "OMP_NUM_THREADS": "1"}
@@ -90,8 +90,8 @@ def tiny_models() -> Path:
       linear (x: [-1, 3, 16, 16]): batch_norm/pool2d have no device kernel, the relu and flatten after
       them are carried to the CPU.
     """
-    from hwdeploy.cache import build_once, cache_dir
-    from hwdeploy.paddle_inference import paddle_version
+    from hwdeploy.sdk.cache import build_once, cache_dir
+    from hwdeploy.sdk.paddle_inference import paddle_version
 
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     final = cache_dir("simdevice-models") / f"{TINY_MODELS_SOURCE_KEY}-{digest}-paddle{paddle_version()}"
@@ -161,7 +161,7 @@ def _inputs_for(model, batch: int, seed: int):
         from hwdeploy import zoo
 
         return zoo.get(model[4:]).sample_inputs(batch=batch, seed=seed)
-    from hwdeploy.model import load_model, model_io
+    from hwdeploy.contract.model import load_model, model_io
 
     inputs, _ = model_io(load_model(model))
     rng = np.random.default_rng(seed)
@@ -247,7 +247,7 @@ def scenario_paddle_ran_first(model: str, device: str) -> dict[str, Any]:
     from paddle import inference
 
     import hwdeploy
-    from hwdeploy.model import load_model
+    from hwdeploy.contract.model import load_model
 
     loaded = load_model(_resolve(model))
     config = inference.Config(str(loaded.program), str(loaded.params))

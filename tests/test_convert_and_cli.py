@@ -10,14 +10,14 @@ import pytest
 
 import hwdeploy
 from hwdeploy import ConversionError, UnsupportedOpsError
-from hwdeploy.testing import install_plugin, plugins_on_path
+from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 # A converter that "compiles" a model to the sorted list of its op types, refusing softmax.
 CONVERTER = """
 import json
 from hwdeploy import Artifact, ConversionTarget, hookimpl
 from hwdeploy.errors import UnsupportedOpsError
-from hwdeploy.paddle_format import load_pir_program
+from hwdeploy.sdk.paddle_format import load_pir_program
 
 CALLS = []
 

@@ -1,7 +1,7 @@
 """``device="auto:fastest"``: measured choice, parity gate, cached decision, receipt.
 
 Fixture backends come from a real plugin installed through an entry point
-(``hwdeploy.testing.install_plugin``): one that is fast but wrong, one that is
+(``hwdeploy.sdk.testing.install_plugin``): one that is fast but wrong, one that is
 right only on its first call, one that crashes, and a correct "mirror" of the
 reference. No test asserts a timing: only what was chosen *given* parity.
 """
@@ -14,15 +14,15 @@ import pytest
 
 import hwdeploy
 from hwdeploy import fastest
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import DeviceNotFoundError, InputError, OptionError
-from hwdeploy.testing import install_plugin, plugins_on_path
+from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 FIXTURE_BACKENDS = """
 import numpy as np
 from hwdeploy import Device, Predictor, Receipt, hookimpl
-from hwdeploy import paddle_inference as pi
-from hwdeploy.model import model_io
+from hwdeploy.sdk import paddle_inference as pi
+from hwdeploy.contract.model import model_io
 
 CREATED = []
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwdeploy.errors import InputError
-from hwdeploy.model import TensorSpec
-from hwdeploy.predictor import Predictor, _FastCheck, check_input
+from hwdeploy.contract.model import TensorSpec
+from hwdeploy.contract.predictor import Predictor, _FastCheck, check_input
 
 
 class Echo(Predictor):

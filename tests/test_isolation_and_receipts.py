@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwdeploy import OpPlacement, Receipt
-from hwdeploy.isolation import run_probe
+from hwdeploy.sdk.isolation import run_probe
 
 TARGETS = textwrap.dedent("""
     import os, signal, time

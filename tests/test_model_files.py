@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import hwdeploy
 from hwdeploy import ModelFormatError, ModelNotFoundError, load_model
-from hwdeploy.paddle_format import load_pir_program, read_params, scan_params
+from hwdeploy.sdk.paddle_format import load_pir_program, read_params, scan_params
 
 
 def copy_model(src, dst):

@@ -10,8 +10,8 @@ import pytest
 
 import hwdeploy
 from hwdeploy import FallbackError
-from hwdeploy.plugins import get_plugin_manager
-from hwdeploy.testing import install_plugin, plugins_on_path
+from hwdeploy.contract.manager import get_plugin_manager
+from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 GOOD = """
 from hwdeploy import Device, hookimpl
@@ -120,7 +120,7 @@ def test_hwdeploy_plugins_command_shows_failures(broken_site):
 # line and runs on the CPU. The core's fail-closed policy must catch it from Paddle's own state.
 SILENT_GPU = """
 from hwdeploy import Device, hookimpl
-from hwdeploy import paddle_inference as pi
+from hwdeploy.sdk import paddle_inference as pi
 
 @hookimpl
 def hwdeploy_discover_devices():

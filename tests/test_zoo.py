@@ -173,7 +173,7 @@ def test_legacy_export_or_reason(name):
 
 def test_failed_legacy_export_is_recorded_not_fatal(fresh_cache, monkeypatch):
     """When Paddle cannot write the legacy format, the PIR model is still published, with the reason."""
-    import hwdeploy.isolation as isolation
+    import hwdeploy.sdk.isolation as isolation
 
     real = isolation.run_probe
 

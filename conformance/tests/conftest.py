@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hwdeploy.testing import install_plugin, plugins_on_path
+from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 HERE = Path(__file__).parent
 FAULT_PLUGINS = ["faultgpu", "faultliar", "faultdrift", "faultbatchdrift", "faultabort", "faultsegv", "faulthang",

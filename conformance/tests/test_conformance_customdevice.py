@@ -35,7 +35,7 @@ def sim_npu_root():
 
 
 def test_per_op_fallback_on_a_custom_device_is_reported_with_reasons(run_suite, sim_npu_root, monkeypatch):
-    from hwdeploy.receipt import FORCED_OFF, NO_KERNEL
+    from hwdeploy.contract.receipt import FORCED_OFF, NO_KERNEL
 
     monkeypatch.setenv("CUSTOM_DEVICE_ROOT", str(sim_npu_root))
     monkeypatch.setenv("CUSTOM_DEVICE_BLACK_LIST", "relu")  # Paddle's own switch: relu forced onto the CPU

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from hwdeploy.model import TensorSpec
+from hwdeploy.contract.model import TensorSpec
 from hwdeploy_conformance import checks as C
 from hwdeploy_conformance.config import (DEFAULT_TOLERANCES, ConfigError, load_config, load_expected_failures)
 from hwdeploy_conformance.inputs import InputCase, InputMaker

@@ -9,15 +9,15 @@ Importing hwdeploy does not import Paddle.
 """
 
 from hwdeploy.api import convert, conversion_targets, devices, predictor
-from hwdeploy.devices import Device, DeviceSpec
+from hwdeploy.contract.records import Device, DeviceSpec
 from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError, DeviceStringError, FallbackError,
                              HwdeployError, InputError, ModelError, ModelFormatError, ModelNotFoundError, OptionError, PluginError,
                              UnsupportedOpsError)
-from hwdeploy.hookspecs import hookimpl
-from hwdeploy.model import Model, TensorSpec, load_model
-from hwdeploy.predictor import Predictor
-from hwdeploy.receipt import OpPlacement, Receipt
-from hwdeploy.types import Artifact, CliCommand, ConversionTarget
+from hwdeploy.contract.hookspecs import hookimpl
+from hwdeploy.contract.model import Model, TensorSpec, load_model
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.contract.receipt import OpPlacement, Receipt
+from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget
 
 __all__ = [
     "Artifact", "BackendError", "CliCommand", "ConversionError", "ConversionTarget", "Device", "DeviceNotFoundError",

@@ -8,14 +8,14 @@ import warnings
 from importlib import metadata
 from typing import Any
 
-from hwdeploy.cache import build_once, cache_dir, cache_key
-from hwdeploy.devices import Device, DeviceSpec
+from hwdeploy.sdk.cache import build_once, cache_dir, cache_key
+from hwdeploy.contract.records import Device, DeviceSpec
 from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError, FallbackError, HwdeployError,
                              PluginError)
-from hwdeploy.model import Model, ModelLike, load_model
-from hwdeploy.plugins import get_plugin_manager
-from hwdeploy.predictor import Predictor
-from hwdeploy.types import Artifact, ConversionTarget
+from hwdeploy.contract.model import Model, ModelLike, load_model
+from hwdeploy.contract.manager import get_plugin_manager
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.contract.records import Artifact, ConversionTarget
 
 log = logging.getLogger("hwdeploy")
 
@@ -132,7 +132,7 @@ def predictor(model: ModelLike, device: str = "auto", *, fallback: str = "error"
             skipped.append(f"{candidate.id}: {exc}")
             log.info("hwdeploy auto: skipping %s (%s)", candidate.id, exc)
             continue
-        result._receipt_fields["auto_skipped"] = skipped
+        result.add_receipt_fields(auto_skipped=skipped)
         log.info("hwdeploy auto: chose %s (%s via plugin %s)%s", result.device.id, candidate.backend,
                  candidate.plugin, f"; skipped {skipped}" if skipped else "")
         return result
@@ -153,11 +153,9 @@ def _create(model: Model, device: Device, spec: DeviceSpec, fallback: str, optio
         raise PluginError(f"no plugin created a predictor for {device.id} (reported by plugin {device.plugin!r})"
                           + (f"; plugin errors: {errors}" if errors else ""))
     plugin, result = created
-    result._receipt_fields = {
-        "requested": str(spec), "selected": device.id, "plugin": plugin,
-        "plugin_version": manager.plugin_version(plugin), "hwdeploy_version": hwdeploy_version(),
-        "model": model.to_dict(), "policy": fallback,
-    }
+    result.add_receipt_fields(requested=str(spec), selected=device.id, plugin=plugin,
+                              plugin_version=manager.plugin_version(plugin), hwdeploy_version=hwdeploy_version(),
+                              model=model.to_dict(), policy=fallback)
     receipt = result.receipt()
     reasons = receipt.fallback_reasons()
     if reasons:

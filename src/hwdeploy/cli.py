@@ -57,7 +57,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ plugins
 def cmd_plugins(args: argparse.Namespace) -> int:
     import hwdeploy
-    from hwdeploy.plugins import get_plugin_manager
+    from hwdeploy.contract.manager import get_plugin_manager
     from rich.table import Table
 
     hwdeploy.devices(refresh=True)  # exercise the discovery hook so hook failures show up too
@@ -98,22 +98,9 @@ def _load_inputs(predictor, args: argparse.Namespace) -> list[np.ndarray]:
         from hwdeploy import zoo
 
         return zoo.get(model.metadata["zoo"]).sample_inputs(batch=args.batch, seed=args.seed)
+    from hwdeploy.sdk.inputs import random_inputs
+
     return random_inputs(predictor.inputs, args.batch, args.seed)
-
-
-def random_inputs(specs, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Inputs matching ``specs``: dynamic dims become ``batch`` (axis 0) or 16; floats ~N(0,1), ints in [0, 100)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for spec in specs:
-        shape = [(batch if axis == 0 else 16) if dim < 0 else dim for axis, dim in enumerate(spec.shape)]
-        if np.dtype(spec.dtype).kind in "iu":
-            arrays.append(rng.integers(0, 100, size=shape).astype(spec.dtype))
-        elif np.dtype(spec.dtype).kind == "b":
-            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
-    return arrays
 
 
 def _run_one(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -325,8 +312,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     p.set_defaults(func=cmd_zoo, zoo_command="list", json=False)
 
     plugin_commands = {}
-    from hwdeploy.plugins import get_plugin_manager
-    from hwdeploy.types import CliCommand
+    from hwdeploy.contract.manager import get_plugin_manager
+    from hwdeploy.contract.records import CliCommand
 
     for plugin, commands in get_plugin_manager().call_all("hwdeploy_cli_commands"):
         for command in commands:

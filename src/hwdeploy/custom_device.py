@@ -30,9 +30,9 @@ What this module adds on top of Paddle:
 - **Per-op placement** in the receipt, read from Paddle's own kernel program
   (the PIR interpreter prints it at ``VLOG(2)`` when the program is built, on
   the first run) and checked against the registered-kernel inventory, so each
-  op that ran on the CPU is labelled :data:`~hwdeploy.receipt.NO_KERNEL`,
-  :data:`~hwdeploy.receipt.CARRIED_PLACEMENT` or
-  :data:`~hwdeploy.receipt.FORCED_OFF` (``CUSTOM_DEVICE_BLACK_LIST``). This is
+  op that ran on the CPU is labelled :data:`~hwdeploy.contract.receipt.NO_KERNEL`,
+  :data:`~hwdeploy.contract.receipt.CARRIED_PLACEMENT` or
+  :data:`~hwdeploy.contract.receipt.FORCED_OFF` (``CUSTOM_DEVICE_BLACK_LIST``). This is
   done once, at creation, with a warm-up run; ``run()`` pays nothing for it.
 """
 
@@ -56,14 +56,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from hwdeploy import paddle_inference as pi
-from hwdeploy.devices import Device
-from hwdeploy.errors import BackendError, ConversionError, DeviceNotFoundError, OptionError, check_options
-from hwdeploy.hookspecs import hookimpl
-from hwdeploy.isolation import run_probe
-from hwdeploy.model import Model, TensorSpec
-from hwdeploy.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL, OpPlacement, Receipt
-from hwdeploy.types import ConversionTarget
+from hwdeploy.sdk import paddle_inference as pi
+from hwdeploy.contract.records import Device
+from hwdeploy.errors import BackendError, ConversionError, DeviceNotFoundError, OptionError
+from hwdeploy.sdk.options import check_options
+from hwdeploy.contract.hookspecs import hookimpl
+from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.contract.model import Model, TensorSpec
+from hwdeploy.contract.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL, OpPlacement, Receipt
+from hwdeploy.contract.records import ConversionTarget
 
 BACKEND = pi.BACKEND
 #: Paddle's variable naming kernels that must not run on a custom device (comma-separated kernel names).
@@ -426,7 +427,7 @@ def _kernel_program_dump() -> Iterator[None]:
 
     Uses ``core.set_vlog_level`` (the ``GLOG_vmodule`` variable makes Paddle
     3.3.1 hang at exit). glog binds each VLOG site to a module level the first
-    time it runs, which is why :func:`hwdeploy.paddle_inference.inference_module`
+    time it runs, which is why :func:`hwdeploy.sdk.paddle_inference.inference_module`
     registers ``pir_interpreter`` right after importing Paddle.
     """
     from paddle.base import core

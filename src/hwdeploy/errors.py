@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hwdeploy.receipt import Receipt
+    from hwdeploy.contract.receipt import Receipt
 
 
 class HwdeployError(Exception):
@@ -47,22 +47,6 @@ class OptionError(HwdeployError, ValueError):
     passes HwdeployErrors through to the caller, while any other exception
     from a plugin is treated as a broken plugin.
     """
-
-
-def check_options(owner: str, options: Mapping[str, Any], known: Collection[str]) -> None:
-    """Raise :class:`OptionError` if ``options`` has a key outside ``known``, naming both sets.
-
-    ``owner`` starts the message: ``"cpu backend"``, ``"onnx conversion"``.
-    """
-    unknown = set(options) - set(known)
-    if unknown:
-        raise OptionError(f"{owner}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-
-
-def check_threads(threads: Any) -> None:
-    """Raise :class:`OptionError` unless ``threads`` is None (the backend's default) or an int >= 1."""
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
 
 
 class InputError(HwdeployError, ValueError):

@@ -36,12 +36,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hwdeploy import api
-from hwdeploy.cache import cache_dir, cache_key
-from hwdeploy.devices import Device, DeviceSpec
+from hwdeploy.sdk.cache import cache_dir, cache_key
+from hwdeploy.contract.records import Device, DeviceSpec
 from hwdeploy.errors import DeviceNotFoundError, HwdeployError, InputError, OptionError
-from hwdeploy.model import Model, ModelLike, load_model, model_io
-from hwdeploy.plugins import get_plugin_manager
-from hwdeploy.predictor import Predictor
+from hwdeploy.contract.model import Model, ModelLike, load_model, model_io
+from hwdeploy.contract.manager import get_plugin_manager
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.sdk.inputs import random_inputs
 
 log = logging.getLogger("hwdeploy")
 
@@ -198,22 +199,6 @@ def default_inputs(model: Model) -> list[np.ndarray] | None:
     return random_inputs(specs[0]) if specs else None
 
 
-def random_inputs(specs, seed: int = 0) -> list[np.ndarray]:
-    """One array per spec: batch 1 for a dynamic first axis, 16 for other dynamic axes."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for spec in specs:
-        shape = tuple((1 if axis == 0 else 16) if d < 0 else d for axis, d in enumerate(spec.shape))
-        dtype = np.dtype(spec.dtype or "float32")
-        if dtype.kind == "f":
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-        elif dtype.kind == "b":
-            arrays.append(rng.integers(0, 2, shape).astype(bool))
-        else:  # token ids, indices: small values are valid for any vocabulary
-            arrays.append(rng.integers(0, 2, shape).astype(dtype))
-    return arrays
-
-
 def _arrays(inputs: Any) -> list[np.ndarray]:
     if isinstance(inputs, Mapping):
         return [np.asarray(inputs[k]) for k in sorted(inputs)]
@@ -365,9 +350,7 @@ def _use_cached(model: Model, key: str, candidates: Sequence[Device], options: d
 
 def _finish(predictor: Predictor, decision: dict[str, Any], fallback: str) -> Predictor:
     rejected = [f"{r['device']} ({r['backend']}): {r['error']}" for r in decision["candidates"] if r.get("error")]
-    predictor._receipt_fields["selection"] = decision
-    predictor._receipt_fields["auto_skipped"] = rejected
-    predictor._receipt_fields["policy"] = fallback
+    predictor.add_receipt_fields(selection=decision, auto_skipped=rejected, policy=fallback)
     summary = ", ".join(f"{r['backend']} {r['median_ms']:.3f} ms" for r in decision["candidates"]
                         if r.get("median_ms") is not None)
     log.info("hwdeploy auto:fastest: chose %s (%s)%s; measured: %s%s", decision["chosen"]["device"],

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from hwdeploy import hostinfo
-from hwdeploy.cache import build_once, cache_dir
+from hwdeploy.sdk import hostinfo
+from hwdeploy.sdk.cache import build_once, cache_dir
 from hwdeploy.errors import BackendError, ConversionError, ModelError, ModelNotFoundError
-from hwdeploy.model import Model, load_model
+from hwdeploy.contract.model import Model, load_model
 
 #: Bump when an architecture, its initialisation or the export changes: old caches are then ignored.
 ZOO_VERSION = "2"
@@ -288,7 +288,7 @@ def _load(e: ZooEntry, directory: Path) -> ZooModel:
 
 def _build(name: str, tmp: Path) -> None:
     """Build ``name`` into ``tmp``: PIR export, then legacy export, each in a child process."""
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     if _paddle_version() == "none":
         raise BackendError(f"building zoo model {name!r} needs Paddle: pip install paddlepaddle")

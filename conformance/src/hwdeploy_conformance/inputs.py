@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from hypothesis import strategies as st
 
-from hwdeploy.model import TensorSpec
+from hwdeploy.contract.model import TensorSpec
 
 Sampler = Callable[[int, int], Sequence[np.ndarray]]  # (batch, seed) -> one array per input
 

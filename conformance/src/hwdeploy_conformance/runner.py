@@ -127,8 +127,8 @@ class Conformance:
         """Find the device and the models; raises HwdeployError/ConfigError with the reason."""
         import hwdeploy
         from hwdeploy.api import select_devices
-        from hwdeploy.devices import DeviceSpec
-        from hwdeploy.plugins import get_plugin_manager
+        from hwdeploy.contract.records import DeviceSpec
+        from hwdeploy.contract.manager import get_plugin_manager
 
         self.device = select_devices(DeviceSpec.parse(self.device_arg), hwdeploy.devices(), self.backend_arg)[0]
         status = get_plugin_manager().statuses.get(self.device.plugin)
@@ -361,7 +361,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def describe_exit(returncode: int | None) -> str:
-    from hwdeploy.isolation import describe_exit as describe
+    from hwdeploy.sdk.isolation import describe_exit as describe
 
     return describe(returncode)
 
@@ -394,7 +394,7 @@ def _tail(path: Path, lines: int = 80, max_chars: int = 10000) -> str:
 def resolve_models(args: list[str], config: VendorConfig) -> list[ModelInfo]:
     """``zoo`` (every zoo model), ``zoo:NAME`` or a model path (dir, prefix, program file)."""
     from hwdeploy import load_model
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     zoo_names: list[str] = []
     paths: list[str] = []
@@ -441,6 +441,6 @@ def resolve_models(args: list[str], config: VendorConfig) -> list[ModelInfo]:
 def _ops(program: str, fmt: str) -> list[str]:
     if fmt != "pir":
         return []
-    from hwdeploy import paddle_format
+    from hwdeploy.sdk import paddle_format
 
     return sorted(set(paddle_format.load_pir_program(Path(program)).op_types()))

@@ -68,9 +68,9 @@ class Case:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         import hwdeploy
-        from hwdeploy import paddle_inference as pi
+        from hwdeploy.sdk import paddle_inference as pi
         from hwdeploy.api import select_devices
-        from hwdeploy.devices import DeviceSpec
+        from hwdeploy.contract.records import DeviceSpec
 
         sampler = None
         if self.model_spec.get("zoo"):
@@ -427,7 +427,7 @@ def check_perf_accuracy(case: Case) -> Outcome:
 
 
 def _sampler(case: Case):
-    from hwdeploy.plugins import get_plugin_manager
+    from hwdeploy.contract.manager import get_plugin_manager
 
     got = get_plugin_manager().call_first("hwdeploy_utilization_sampler", device=case.device_record)
     return got

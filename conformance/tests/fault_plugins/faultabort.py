@@ -6,7 +6,7 @@ CustomDevice plugin registered makes ``create_predictor`` raise SIGABRT
 """
 
 from hwdeploy import hookimpl
-from hwdeploy import paddle_inference as pi
+from hwdeploy.sdk import paddle_inference as pi
 
 import hwdeploy_test_faultkit as kit
 

@@ -6,7 +6,7 @@ Paddle says (``config.use_gpu()``), so the receipt shows it.
 """
 
 from hwdeploy import Device, hookimpl
-from hwdeploy import paddle_inference as pi
+from hwdeploy.sdk import paddle_inference as pi
 
 
 @hookimpl

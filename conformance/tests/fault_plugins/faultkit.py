@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 from hwdeploy import Device, Predictor
-from hwdeploy import paddle_inference as pi
+from hwdeploy.sdk import paddle_inference as pi
 
 #: Executions each fixture device performed ("kernel launches"); utilisation samplers read it.
 DEVICE_ACTIVITY: Counter = Counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hwdeploy.errors import UnsupportedOpsError
-from hwdeploy.paddle_format import load_pir_program, scan_params
+from hwdeploy.sdk.paddle_format import load_pir_program, scan_params
 from hwdeploy_arm import program as prog
 from hwdeploy_arm.pir_to_legacy import supported_pir_ops, translate
 from hwdeploy_arm.worker import LiteWorker, LiteWorkerError

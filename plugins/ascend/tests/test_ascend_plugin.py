@@ -11,7 +11,7 @@ import pytest
 import simdevice_plugin_suite as suite
 
 from hwdeploy import custom_device
-from hwdeploy.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL
+from hwdeploy.contract.receipt import CARRIED_PLACEMENT, FORCED_OFF, NO_KERNEL
 
 
 class TestAscendPlugin(suite.PluginSuite):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import simdevice_plugin_suite as suite
 import simdevice_testkit as kit
 
-from hwdeploy.receipt import NO_KERNEL
+from hwdeploy.contract.receipt import NO_KERNEL
 
 
 class TestAscendSimulatedDevice(suite.SimulatedDeviceSuite):

@@ -70,7 +70,7 @@ def fresh_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def paddle_build() -> dict:
     """How the installed Paddle was built, from the plugin's own isolated probe (this process stays Paddle-free)."""
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     probe = run_probe("hwdeploy_nvidia.probes:paddle_info", timeout=120, cache_ttl=3600)
     assert probe.ok, probe.error

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError
-from hwdeploy.model import load_model
+from hwdeploy.contract.model import load_model
 from hwdeploy_nvidia import engines
 from hwdeploy_nvidia.config import GETTERS, build_config, supports_cuda_graph_arg
 from hwdeploy_nvidia.discovery import BACKEND
@@ -30,7 +30,7 @@ PRECISION_ENUM = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
 
 @pytest.fixture(scope="module")
 def inference():
-    from hwdeploy.paddle_inference import inference_module
+    from hwdeploy.sdk.paddle_inference import inference_module
 
     return inference_module()
 
@@ -144,7 +144,7 @@ def test_a_config_method_this_paddle_lacks_is_a_clear_refusal(tiny_models, infer
     report = ConfigReport()
     config = inference.Config(str(tiny_models["pir"]), str(tiny_models["pir"].with_suffix(".pdiparams")))
     assert report.call(config, "enable_tensorrt_llm_mode", True) is False
-    from hwdeploy.paddle_inference import paddle_version
+    from hwdeploy.sdk.paddle_inference import paddle_version
 
     assert report.refused == {"enable_tensorrt_llm_mode": f"paddle {paddle_version()} has no"
                                                           f" paddle.inference.Config.enable_tensorrt_llm_mode()"}
@@ -247,7 +247,7 @@ def test_options_in_every_accepted_form(tiny_models):
 
 
 def test_static_ranges_cover_the_batch_axis_only(tiny_models):
-    from hwdeploy.model import TensorSpec
+    from hwdeploy.contract.model import TensorSpec
 
     assert static_shape_ranges([TensorSpec("x", (-1, 8), "float32")], 4) == {"x": ((1, 8), (4, 8), (4, 8))}
     with pytest.raises(ValueError, match=r"'tokens' has dynamic axes \[0, 1\].*shapes="):
@@ -289,7 +289,7 @@ def test_shape_collection_refuses_to_run_on_the_cpu(tiny_models, fresh_cache, cp
 def test_legacy_program_reader_agrees_with_paddles_protobuf(tiny_models):
     from paddle.base.proto import framework_pb2
 
-    from hwdeploy.model import TensorSpec
+    from hwdeploy.contract.model import TensorSpec
 
     path = tiny_models["legacy"]
     desc = framework_pb2.ProgramDesc.FromString(path.read_bytes())

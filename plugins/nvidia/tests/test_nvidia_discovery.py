@@ -11,7 +11,7 @@ import pytest
 
 import hwdeploy
 from hwdeploy.errors import DeviceNotFoundError
-from hwdeploy.isolation import ProbeResult, run_probe
+from hwdeploy.sdk.isolation import ProbeResult, run_probe
 from hwdeploy_nvidia.discovery import BACKEND, PRIORITY, devices_from, fingerprint, visible_gpus
 
 
@@ -74,7 +74,7 @@ def test_discovery_imports_neither_paddle_nor_nvml_in_the_calling_process():
 
 
 def test_the_nvidia_plugin_loads_through_its_entry_point():
-    from hwdeploy.plugins import get_plugin_manager
+    from hwdeploy.contract.manager import get_plugin_manager
 
     status = get_plugin_manager().statuses["nvidia"]
     assert status.state == "loaded" and status.distribution == "hwdeploy-nvidia"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import hwdeploy
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError, ConversionError, FallbackError
-from hwdeploy.model import load_model
+from hwdeploy.contract.model import load_model
 from hwdeploy_nvidia import create_gpu_predictor, plugin
 from hwdeploy_nvidia.discovery import BACKEND
 from hwdeploy_nvidia.sampler import NvmlSampler
@@ -105,7 +105,7 @@ def test_pir_tensorrt_conversion_failure_is_isolated_and_explained(tiny_models, 
 
 def test_dynamic_axes_without_ranges_keep_tensorrt_off_and_say_why(tiny_models, fresh_cache, cpu_only_paddle,
                                                                    monkeypatch):
-    from hwdeploy.model import TensorSpec
+    from hwdeploy.contract.model import TensorSpec
     from hwdeploy_nvidia import predictor as gpu_predictor
 
     # The tiny model's only dynamic axis is the batch; give it a dynamic feature axis, as token models have.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import hwdeploy
-from hwdeploy.devices import DeviceSpec
+from hwdeploy.contract.records import DeviceSpec
 
 pytestmark = pytest.mark.nvidia
 
@@ -98,7 +98,7 @@ def test_resnet18_runs_in_tensorrt_engines_and_keeps_the_gpu_busy(trt_gpu, preci
     assert predictor.config.use_gpu() and receipt.actual == trt_gpu.id
     assert predictor.trt.mode == "pir-trt" and predictor.trt.engines >= 1
     assert any(op.op == "tensorrt_engine" and op.device == trt_gpu.id for op in receipt.ops)
-    from hwdeploy.plugins import get_plugin_manager
+    from hwdeploy.contract.manager import get_plugin_manager
 
     sampler = get_plugin_manager().call_first("hwdeploy_utilization_sampler", device=trt_gpu)[1]
     x = z.sample_inputs(batch=8)

@@ -10,7 +10,7 @@ import pytest
 import hwdeploy
 from hwdeploy import zoo
 from hwdeploy.errors import ConversionError, InputError, OptionError, UnsupportedOpsError
-from hwdeploy.testing import assert_parity, run_clones_in_threads
+from hwdeploy.sdk.testing import assert_parity, run_clones_in_threads
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import hwdeploy
 from hwdeploy import zoo
 from hwdeploy.errors import FallbackError, InputError, OptionError
-from hwdeploy.testing import assert_parity, run_clones_in_threads
+from hwdeploy.sdk.testing import assert_parity, run_clones_in_threads
 
 import hwdeploy_openvino.predictor as ov_predictor
 

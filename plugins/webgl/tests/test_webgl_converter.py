@@ -157,7 +157,7 @@ def test_zoo_models_paddlejs_cannot_express(name, expected):
 
 def test_every_lowered_op_is_covered_by_the_parity_models(small_models):
     """The parity tests (test_webgl_parity.py) run these models: each op the converter handles appears in one."""
-    from hwdeploy.paddle_format import load_pir_program
+    from hwdeploy.sdk.paddle_format import load_pir_program
 
     seen = set()
     for name in INPUTS:

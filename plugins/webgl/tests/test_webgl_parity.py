@@ -8,7 +8,7 @@ import pytest
 
 import hwdeploy
 from hwdeploy.errors import InputError
-from hwdeploy.types import Artifact
+from hwdeploy.contract.records import Artifact
 from hwdeploy_webgl.predictor import WebGLPredictor
 from webgl_testlib import assert_parity, cpu_reference, model_input
 from webgl_model_inputs import INPUTS

@@ -17,9 +17,9 @@ import pytest
 
 import hwdeploy
 from hwdeploy.api import select_devices
-from hwdeploy.devices import DeviceSpec
+from hwdeploy.contract.records import DeviceSpec
 from hwdeploy.errors import BackendError, FallbackError, OptionError
-from hwdeploy.types import Artifact
+from hwdeploy.contract.records import Artifact
 from hwdeploy_webgl import assets, browser
 from hwdeploy_webgl.predictor import WebGLPredictor
 from webgl_testlib import assert_parity, cpu_reference, model_input, wait_gone

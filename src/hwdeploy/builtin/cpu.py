@@ -11,9 +11,10 @@ import platform
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError, check_options
-from hwdeploy.hostinfo import cpu_name, default_threads, memory_bytes
-from hwdeploy import paddle_inference as pi
+from hwdeploy.errors import OptionError
+from hwdeploy.sdk.options import check_options
+from hwdeploy.sdk.hostinfo import cpu_name, default_threads, memory_bytes
+from hwdeploy.sdk import paddle_inference as pi
 
 KIND = "cpu"
 OPTIONS = {"threads", "ir_optim", "onednn", "memory_optim", "optim_cache", "check_finite", "precision"}

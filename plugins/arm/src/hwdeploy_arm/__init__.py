@@ -31,8 +31,8 @@ def load_nb(path, device: str = "", **options: Any) -> "LitePredictor":
     import json
     from pathlib import Path
 
-    from hwdeploy.devices import Device, DeviceSpec
-    from hwdeploy.model import TensorSpec
+    from hwdeploy.contract.records import Device, DeviceSpec
+    from hwdeploy.contract.model import TensorSpec
 
     from hwdeploy_arm.convert import REPORT_NAME
     from hwdeploy_arm.predictor import LitePredictor, host_kind

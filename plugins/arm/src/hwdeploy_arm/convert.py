@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hwdeploy.errors import ConversionError, OptionError, UnsupportedOpsError
-from hwdeploy.model import Model, ModelLike, load_model
-from hwdeploy.types import Artifact, ConversionTarget
+from hwdeploy.contract.model import Model, ModelLike, load_model
+from hwdeploy.contract.records import Artifact, ConversionTarget
 
 from hwdeploy_arm import nb as nbfile
 from hwdeploy_arm import program as prog
@@ -81,7 +81,7 @@ def legacy_program(model: Model) -> tuple[Any, str]:
     if model.format == "legacy":
         return prog.load_program(model.program), "legacy"
     if model.format == "pir":
-        from hwdeploy.paddle_format import load_pir_program
+        from hwdeploy.sdk.paddle_format import load_pir_program
 
         from hwdeploy_arm.pir_to_legacy import translate
 

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from hwdeploy.errors import UnsupportedOpsError
-from hwdeploy.paddle_format import PirOp, PirProgram
+from hwdeploy.sdk.paddle_format import PirOp, PirProgram
 
 from hwdeploy_arm.program import DENSE_TENSOR, DTYPE_CODES, FEED_MINIBATCH, FETCH_LIST, framework_pb2, set_attr
 

@@ -25,9 +25,9 @@ import platform
 from typing import Any
 
 from hwdeploy import hookimpl
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import OptionError
-from hwdeploy.types import CliCommand
+from hwdeploy.contract.records import CliCommand
 
 BACKEND = "paddle-lite"
 #: Device kind -> the Lite target (.nb kernels) it runs.
@@ -50,7 +50,7 @@ def _cpu_name() -> str:
 
 
 def _probe_runtime(python: str):
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     from hwdeploy_arm.env import ENV_VAR
     from hwdeploy_arm.worker import WORKER_SCRIPT
@@ -77,7 +77,7 @@ def hwdeploy_discover_devices() -> list[Device]:
             runtime_error = "" if probe.ok else f"Paddle Lite runtime {lite.path} does not work: {probe.error}"
     pi_version = ""
     if here == "arm":
-        from hwdeploy.paddle_inference import paddle_version
+        from hwdeploy.sdk.paddle_inference import paddle_version
 
         pi_version = paddle_version()
     found = []
@@ -132,7 +132,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
 
 def _lite_predictor(model, device: Device, options: dict[str, Any]):
     import hwdeploy
-    from hwdeploy.model import TensorSpec
+    from hwdeploy.contract.model import TensorSpec
 
     from hwdeploy_arm.convert import NB_NAME
     from hwdeploy_arm.predictor import LitePredictor
@@ -148,7 +148,7 @@ def _lite_predictor(model, device: Device, options: dict[str, Any]):
 
 
 def _inference_predictor(model, device: Device, options: dict[str, Any], notes: list[str] | None = None):
-    from hwdeploy import paddle_inference as pi
+    from hwdeploy.sdk import paddle_inference as pi
 
     notes = notes if notes is not None else []
     config = pi.make_config(model, threads=options.get("threads", 1), onednn=False)  # oneDNN is x86-only

@@ -9,11 +9,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hwdeploy.devices import Device
-from hwdeploy.errors import ModelFormatError, OptionError, check_threads
-from hwdeploy.model import Model, TensorSpec
-from hwdeploy.predictor import Predictor
-from hwdeploy.receipt import OpPlacement, Receipt
+from hwdeploy.contract.records import Device
+from hwdeploy.errors import ModelFormatError, OptionError
+from hwdeploy.sdk.options import check_threads
+from hwdeploy.contract.model import Model, TensorSpec
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.contract.receipt import OpPlacement, Receipt
 
 from hwdeploy_arm import nb as nbfile
 from hwdeploy_arm.worker import DEFAULT_TIMEOUT, LiteWorker

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hwdeploy.errors import ModelFormatError
-from hwdeploy.model import TensorSpec
+from hwdeploy.contract.model import TensorSpec
 
 _lock = threading.Lock()
 _pb2 = None
@@ -229,7 +229,7 @@ def patch_for_lite(program) -> dict[str, int]:
 def filter_params(source: Path, names: list[str], keep: list[str], dest: Path) -> None:
     """Write ``dest``: the combined parameter file ``source`` (tensors named ``names``, in file order)
     with only the tensors named in ``keep``, byte for byte."""
-    from hwdeploy.paddle_format import scan_params
+    from hwdeploy.sdk.paddle_format import scan_params
 
     records = scan_params(source)
     if len(records) != len(names):

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwdeploy.errors import BackendError
-from hwdeploy.isolation import describe_exit
+from hwdeploy.sdk.isolation import describe_exit
 
 from hwdeploy_arm.env import ensure_lite_python
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwdeploy import paddle_inference as pi
-from hwdeploy.model import Model
+from hwdeploy.sdk import paddle_inference as pi
+from hwdeploy.contract.model import Model
 
 from hwdeploy_nvidia.options import GpuOptions, ShapeRange
 

@@ -12,8 +12,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hwdeploy.devices import Device
-from hwdeploy.isolation import ProbeResult, run_probe
+from hwdeploy.contract.records import Device
+from hwdeploy.sdk.isolation import ProbeResult, run_probe
 
 KIND = "gpu"
 BACKEND = "paddle-inference-gpu"

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from hwdeploy.cache import build_once, cache_dir, cache_key
-from hwdeploy.devices import Device
+from hwdeploy.sdk.cache import build_once, cache_dir, cache_key
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError
-from hwdeploy.isolation import run_probe
-from hwdeploy.model import Model
-from hwdeploy import paddle_inference as pi
+from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.contract.model import Model
+from hwdeploy.sdk import paddle_inference as pi
 
 from hwdeploy_nvidia.config import build_config
 from hwdeploy_nvidia.discovery import fingerprint

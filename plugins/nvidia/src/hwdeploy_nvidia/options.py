@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hwdeploy.model import Model, TensorSpec, model_io
+from hwdeploy.contract.model import Model, TensorSpec, model_io
 
 PRECISIONS = ("fp32", "fp16", "int8")
 Shape = tuple[int, ...]

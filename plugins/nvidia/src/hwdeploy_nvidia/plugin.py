@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from hwdeploy import ConversionTarget, Device, hookimpl
-from hwdeploy.cache import cache_dir
+from hwdeploy.sdk.cache import cache_dir
 from hwdeploy.errors import BackendError, ConversionError, FallbackError, HwdeployError
-from hwdeploy.isolation import run_probe
-from hwdeploy.types import Artifact
+from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.contract.records import Artifact
 
 from hwdeploy_nvidia.discovery import BACKEND, KIND, discover, fingerprint
 
@@ -72,7 +72,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
 
 def _gpu_for(spec: str) -> Device:
     import hwdeploy
-    from hwdeploy.devices import DeviceSpec
+    from hwdeploy.contract.records import DeviceSpec
 
     wanted = DeviceSpec.parse(spec)
     if wanted.kind != KIND:

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from hwdeploy import paddle_inference as pi
-from hwdeploy.cache import cache_dir
-from hwdeploy.devices import Device
+from hwdeploy.sdk import paddle_inference as pi
+from hwdeploy.sdk.cache import cache_dir
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError
-from hwdeploy.model import Model, load_model
-from hwdeploy.receipt import OpPlacement, Receipt
+from hwdeploy.contract.model import Model, load_model
+from hwdeploy.contract.receipt import OpPlacement, Receipt
 
 from hwdeploy_nvidia import engines
 from hwdeploy_nvidia.config import ConfigReport, build_config
@@ -133,7 +133,7 @@ def _device(device: Device | str) -> Device:
     if isinstance(device, Device):
         return device
     import hwdeploy
-    from hwdeploy.devices import DeviceSpec
+    from hwdeploy.contract.records import DeviceSpec
 
     spec = DeviceSpec.parse(device)
     found = [d for d in hwdeploy.devices() if d.backend == BACKEND and spec.matches(d)]

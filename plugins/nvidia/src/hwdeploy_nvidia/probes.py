@@ -1,4 +1,4 @@
-"""Functions that run in a child process (through :func:`hwdeploy.isolation.run_probe`).
+"""Functions that run in a child process (through :func:`hwdeploy.sdk.isolation.run_probe`).
 
 Each touches something that can crash, hang or take seconds: the NVIDIA
 driver (NVML), ``import paddle`` (a CUDA build initialises CUDA), TensorRT
@@ -202,8 +202,8 @@ def build_subgraph_engines(spec: dict[str, Any]) -> dict[str, Any]:
     Creates the predictor exactly as :func:`hwdeploy_nvidia.predictor.create_gpu_predictor`
     would (same config code), runs the sample batches once, and reports what it built.
     """
-    from hwdeploy.devices import Device
-    from hwdeploy.model import load_model
+    from hwdeploy.contract.records import Device
+    from hwdeploy.contract.model import load_model
     from hwdeploy_nvidia.options import parse_options
     from hwdeploy_nvidia.predictor import create_gpu_predictor
 

@@ -12,8 +12,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hwdeploy.model import TensorSpec
-from hwdeploy.paddle_format import load_pir_program
+from hwdeploy.contract.model import TensorSpec
+from hwdeploy.sdk.paddle_format import load_pir_program
 
 ENGINE_OPS = ("pd_op.tensorrt_engine", "tensorrt_engine")
 #: Feeding, fetching, parameters and IR plumbing: not computation.

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError
 
 

@@ -3,7 +3,7 @@
 paddle2onnx imports Paddle and, on an operator it cannot map, *aborts the
 process* (SIGABRT, "Due to the unsupported operators, the conversion is
 aborted", verified with paddle2onnx 2.1.0 on Paddle 3.3.1). So the export runs
-through :func:`hwdeploy.isolation.run_probe`; the caller gets a
+through :func:`hwdeploy.sdk.isolation.run_probe`; the caller gets a
 :class:`~hwdeploy.errors.ConversionError` (or :class:`UnsupportedOpsError`
 naming the operators) instead of dying.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hwdeploy.errors import ConversionError, UnsupportedOpsError
-from hwdeploy.isolation import run_probe
-from hwdeploy.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
+from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.sdk.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
 
 EXPORT_TIMEOUT = 900.0
 ABORT_MARK = "unsupported operators"
@@ -76,7 +76,7 @@ def export_onnx(model, output_dir: Path, opset: int = DEFAULT_OPSET, filename: s
         return output, result.value
     detail = result.error or "paddle2onnx wrote no file"
     if ABORT_MARK in result.stderr_tail and model.format == "pir":
-        from hwdeploy.paddle_format import load_pir_program
+        from hwdeploy.sdk.paddle_format import load_pir_program
 
         listed = run_probe(f"{__name__}:supported_ops_in_child", timeout=120, cache_ttl=7 * 86400)
         ops = [op.type for op in load_pir_program(model.program).ops]

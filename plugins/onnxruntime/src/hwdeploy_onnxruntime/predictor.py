@@ -21,9 +21,9 @@ import numpy as np
 
 from hwdeploy import Device, Predictor, Receipt
 from hwdeploy.errors import BackendError
-from hwdeploy.hostinfo import default_threads, dist_version
-from hwdeploy.model import Model, TensorSpec, model_io
-from hwdeploy.receipt import NO_KERNEL, OpPlacement
+from hwdeploy.sdk.hostinfo import default_threads, dist_version
+from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.contract.receipt import NO_KERNEL, OpPlacement
 
 BACKEND = "onnxruntime"
 #: The execution provider each hwdeploy device kind needs, first in the list ORT is given.

@@ -3,7 +3,7 @@
 paddle2onnx imports Paddle and aborts the whole process (SIGABRT) on an
 operator it cannot map (paddle2onnx 2.1.0, Paddle 3.3.1), and OpenVINO's own
 Paddle frontend reads only legacy ``.pdmodel`` programs, not PIR ``.json``.
-So both steps run in one child through :func:`hwdeploy.isolation.run_probe`.
+So both steps run in one child through :func:`hwdeploy.sdk.isolation.run_probe`.
 The IR is saved in full fp32 (``compress_to_fp16=False``; OpenVINO's default
 would halve the weights' precision without saying so).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hwdeploy.errors import ConversionError
-from hwdeploy.isolation import run_probe
-from hwdeploy.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
+from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.sdk.onnx_export import DEFAULT_OPSET, check_opset, paddle2onnx_in_child
 
 CONVERT_TIMEOUT = 900.0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError, check_options, check_threads
-from hwdeploy.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
-from hwdeploy.onnx_export import converter_missing
-from hwdeploy.types import Artifact, ConversionTarget
+from hwdeploy.errors import OptionError
+from hwdeploy.sdk.options import check_options, check_threads
+from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
+from hwdeploy.sdk.onnx_export import converter_missing
+from hwdeploy.contract.records import Artifact, ConversionTarget
 
 from hwdeploy_openvino import convert
 from hwdeploy_openvino.predictor import BACKEND, PRECISIONS, ov_version

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from hwdeploy import Device, Predictor, Receipt
-from hwdeploy.cache import cache_dir
+from hwdeploy.sdk.cache import cache_dir
 from hwdeploy.errors import BackendError
-from hwdeploy.hostinfo import default_threads, dist_version
-from hwdeploy.model import Model, TensorSpec, model_io
-from hwdeploy.receipt import OpPlacement
+from hwdeploy.sdk.hostinfo import default_threads, dist_version
+from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.contract.receipt import OpPlacement
 
 BACKEND = "openvino"
 #: hwdeploy precision name -> OpenVINO ``INFERENCE_PRECISION_HINT`` (element type name).

@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwdeploy.cache import build_once, cache_dir
+from hwdeploy.sdk.cache import build_once, cache_dir
 from hwdeploy.errors import BackendError
 
 ENV_DIR = "HWDEPLOY_PADDLEJS_DIR"

@@ -1,6 +1,6 @@
 """Paddle 3 PIR program (.json + .pdiparams) -> Paddle.js model (model.json + chunk_N.dat).
 
-Pure Python + numpy: the program is read with :mod:`hwdeploy.paddle_format`, no
+Pure Python + numpy: the program is read with :mod:`hwdeploy.sdk.paddle_format`, no
 Paddle import. Three steps:
 
 1. **Lowering.** Each PIR op goes through a handler that infers static shapes
@@ -53,7 +53,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hwdeploy.errors import ConversionError, OptionError, UnsupportedOpsError
-from hwdeploy.paddle_format import PirOp, load_pir_program, read_params
+from hwdeploy.sdk.paddle_format import PirOp, load_pir_program, read_params
 
 #: Bump when the converter's output changes: cached artifacts of an older revision are converted again.
 CONVERTER_REVISION = 1

@@ -28,7 +28,7 @@ def _device(available: bool, reason: str = "", name: str = "WebGL (Paddle.js in 
 def hwdeploy_discover_devices() -> list[Device]:
     import importlib.util
 
-    from hwdeploy.isolation import run_probe
+    from hwdeploy.sdk.isolation import run_probe
 
     from hwdeploy_webgl import assets, browser
 

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 import hwdeploy
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError, InputError, OptionError
-from hwdeploy.model import Model, TensorSpec
-from hwdeploy.predictor import Predictor
-from hwdeploy.receipt import OpPlacement, Receipt
-from hwdeploy.types import Artifact
+from hwdeploy.contract.model import Model, TensorSpec
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.contract.receipt import OpPlacement, Receipt
+from hwdeploy.contract.records import Artifact
 
 from hwdeploy_webgl import assets, browser
 from hwdeploy_webgl.probe import SOFTWARE_RE

@@ -1,4 +1,4 @@
-"""Discovery probe, run in a subprocess (hwdeploy.isolation.run_probe): what WebGL does Chromium offer?"""
+"""Discovery probe, run in a subprocess (hwdeploy.sdk.isolation.run_probe): what WebGL does Chromium offer?"""
 
 from __future__ import annotations
 

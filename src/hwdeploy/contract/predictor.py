@@ -8,10 +8,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hwdeploy.devices import Device
+from hwdeploy.contract.records import Device
 from hwdeploy.errors import InputError
-from hwdeploy.model import Model, TensorSpec
-from hwdeploy.receipt import Receipt
+from hwdeploy.contract.model import Model, TensorSpec
+from hwdeploy.contract.receipt import Receipt
 
 log = logging.getLogger("hwdeploy")
 
@@ -104,20 +104,24 @@ class Predictor(abc.ABC):
     def _clone(self) -> "Predictor":
         """A predictor for another thread, sharing what the runtime lets it share."""
 
-    #: Filled in by hwdeploy when it creates the predictor (plugin, versions, requested device...).
-    _receipt_fields: dict[str, Any] = {}
+    def add_receipt_fields(self, **fields: Any) -> None:
+        """Facts the caller adds to every later :meth:`receipt` (hwdeploy sets plugin, versions, requested device...).
+
+        Kept per predictor (and copied to clones); a plugin's :meth:`_receipt` never needs to know them.
+        """
+        self.__dict__.setdefault("_extra_receipt_fields", {}).update(fields)
 
     def receipt(self) -> Receipt:
         """The execution receipt: requested vs actual device, versions, per-op placement."""
         receipt = self._receipt()
-        for key, value in self._receipt_fields.items():
+        for key, value in self.__dict__.get("_extra_receipt_fields", {}).items():
             setattr(receipt, key, value)
         return receipt
 
     def clone(self) -> "Predictor":
         """A predictor for another thread (Paddle's rule: one predictor per thread)."""
         twin = self._clone()
-        twin._receipt_fields = dict(self._receipt_fields)
+        twin.add_receipt_fields(**self.__dict__.get("_extra_receipt_fields", {}))
         return twin
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from hwdeploy import hookspecs
+from hwdeploy.contract import hookspecs
 from hwdeploy.errors import PluginError
 
 log = logging.getLogger("hwdeploy")

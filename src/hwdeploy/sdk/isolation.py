@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Sequence
 
-from hwdeploy.cache import cache_dir, cache_key
+from hwdeploy.sdk.cache import cache_dir, cache_key
 
 _MARK = "\x1ehwdeploy-probe-result:"
 

@@ -42,7 +42,7 @@ def install_plugin(site: Path, name: str, source: str, *, requires: Sequence[str
 @contextmanager
 def plugins_on_path(site: Path) -> Iterator[None]:
     """Make plugins installed in ``site`` visible to this process; forget them afterwards."""
-    from hwdeploy.plugins import reset_plugin_manager
+    from hwdeploy.contract.manager import reset_plugin_manager
 
     sys.path.insert(0, str(site))
     old = os.environ.get("PYTHONPATH")

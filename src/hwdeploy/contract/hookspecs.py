@@ -19,7 +19,7 @@ reported and skipped too; it never breaks hwdeploy or other plugins.
 
 Keep module import cheap: don't import Paddle or a vendor runtime at module
 level; ``hwdeploy devices`` must stay fast, so probes that touch drivers belong
-in :func:`hwdeploy.isolation.run_probe` (subprocess, timeout, cached).
+in :func:`hwdeploy.sdk.isolation.run_probe` (subprocess, timeout, cached).
 
 The built-in plugins (``hwdeploy.builtin.cpu`` and the packages under
 ``plugins/`` in the repository) use nothing but these hooks: copy them.
@@ -34,10 +34,10 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hwdeploy.devices import Device
-    from hwdeploy.model import Model
-    from hwdeploy.predictor import Predictor
-    from hwdeploy.types import Artifact, CliCommand, ConversionTarget, UtilizationSampler
+    from hwdeploy.contract.records import Device
+    from hwdeploy.contract.model import Model
+    from hwdeploy.contract.predictor import Predictor
+    from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget, UtilizationSampler
 
 PROJECT_NAME = "hwdeploy"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -54,12 +54,12 @@ def hwdeploy_discover_devices() -> list[Device]:
     ``hwdeploy devices`` and in the error for ``device="npu:0"``.
 
     Must be quick and must never crash the caller: run anything that touches a
-    driver or native runtime through :func:`hwdeploy.isolation.run_probe`.
+    driver or native runtime through :func:`hwdeploy.sdk.isolation.run_probe`.
 
     Example::
 
         from hwdeploy import Device, hookimpl
-        from hwdeploy.isolation import run_probe
+        from hwdeploy.sdk.isolation import run_probe
 
         @hookimpl
         def hwdeploy_discover_devices():
@@ -101,7 +101,7 @@ def hwdeploy_convert_model(model: Model, target: str, options: dict[str, Any], o
         def hwdeploy_convert_model(model, target, options, output_dir):
             if target != "acme":
                 return None
-            ops = set(hwdeploy.paddle_format.load_pir_program(model.program).op_types())
+            ops = set(hwdeploy.sdk.paddle_format.load_pir_program(model.program).op_types())
             missing = ops - ACME_OPS
             if missing:
                 raise UnsupportedOpsError(f"acme cannot run {sorted(missing)}", sorted(missing))

@@ -2,14 +2,14 @@
 
 paddle2onnx imports Paddle and may abort or ``sys.exit`` its process, so
 :func:`paddle2onnx_in_child` is meant to be called inside a function that the
-plugin runs through :func:`hwdeploy.isolation.run_probe`. Importing this
+plugin runs through :func:`hwdeploy.sdk.isolation.run_probe`. Importing this
 module imports neither Paddle nor paddle2onnx.
 """
 
 from __future__ import annotations
 
 from hwdeploy.errors import ConversionError
-from hwdeploy.hostinfo import dist_version
+from hwdeploy.sdk.hostinfo import dist_version
 
 DEFAULT_OPSET = 13
 

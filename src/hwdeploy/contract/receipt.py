@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hwdeploy.devices import DeviceSpec
+from hwdeploy.contract.records import DeviceSpec
 
 RECEIPT_VERSION = 1
 

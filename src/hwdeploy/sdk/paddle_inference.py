@@ -14,13 +14,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hwdeploy.cache import cache_dir, cache_key
-from hwdeploy.devices import Device
-from hwdeploy.errors import BackendError, ModelFormatError, check_threads
-from hwdeploy.hostinfo import default_threads, paddle_version  # both also public here, as before
-from hwdeploy.model import Model, TensorSpec, model_io
-from hwdeploy.predictor import Predictor
-from hwdeploy.receipt import Receipt
+from hwdeploy.sdk.cache import cache_dir, cache_key
+from hwdeploy.contract.records import Device
+from hwdeploy.errors import BackendError, ModelFormatError
+from hwdeploy.sdk.options import check_threads
+from hwdeploy.sdk.hostinfo import default_threads, paddle_version  # both also public here, as before
+from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.contract.predictor import Predictor
+from hwdeploy.contract.receipt import Receipt
 
 BACKEND = "paddle-inference"
 _import_lock = threading.Lock()
@@ -58,7 +59,7 @@ def onednn_blockers(model: Model) -> list[str]:
     """PIR ops of ``model`` that oneDNN cannot run on this Paddle (empty for legacy programs)."""
     if model.format != "pir":
         return []
-    from hwdeploy.paddle_format import load_pir_program
+    from hwdeploy.sdk.paddle_format import load_pir_program
 
     return sorted(set(load_pir_program(model.program).op_types()) & ONEDNN_BROKEN_PIR_OPS)
 
@@ -211,7 +212,7 @@ class PaddleInferencePredictor(Predictor):
         self._in_handles = [self._predictor.get_input_handle(s.name) for s in self.inputs]
         self._out_handles = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
         actual = self._actual_device(config)
-        self.device = device if actual == device.id else _device_for(actual, device)
+        self.device = device if actual == device.id else device.fallback(actual)
         self._requested_device = device
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -254,12 +255,6 @@ def config_device(config) -> str:
     if config.use_xpu():
         return "xpu:0"
     return "cpu:0"
-
-
-def _device_for(device_id: str, requested: Device) -> Device:
-    kind, _, index = device_id.partition(":")
-    return Device(kind, int(index or 0), name=f"{kind} (fallback from {requested.id})", backend=requested.backend,
-                  plugin=requested.plugin)
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:

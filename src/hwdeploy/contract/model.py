@@ -138,7 +138,7 @@ def _resolve_path(path: Path, params: Path | None) -> Model:
 def _parameterless_pir(program: Path) -> bool:
     if program.suffix != ".json":
         return False
-    from hwdeploy import paddle_format
+    from hwdeploy.sdk import paddle_format
 
     try:
         return not paddle_format.load_pir_program(program).parameters
@@ -153,7 +153,7 @@ def validate_model(model: Model) -> None:
     parameter file tensor by tensor (count, dtype, shape) without Paddle.
     Legacy programs are checked for a well-formed parameter stream.
     """
-    from hwdeploy import paddle_format
+    from hwdeploy.sdk import paddle_format
 
     for path in (model.program, model.params):
         if path is not None and path.stat().st_size == 0:
@@ -182,7 +182,7 @@ def model_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
     """Input/output specs read from a PIR program without Paddle (None for legacy)."""
     if model.format != "pir":
         return None
-    from hwdeploy import paddle_format
+    from hwdeploy.sdk import paddle_format
 
     program = paddle_format.load_pir_program(model.program)
     inputs = [TensorSpec(n, tuple(s), d) for n, d, s in program.inputs]
