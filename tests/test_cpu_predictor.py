@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import hwdeploy
 from hwdeploy import InputError, Receipt
+from hwdeploy.sdk.testing import rel_l2
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,6 @@ def raw_paddle_outputs(model_dir, x):
     predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(x)
     predictor.run()
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def test_matches_paddle_inference_directly(mlp, tiny_mlp):
@@ -128,7 +125,7 @@ def test_receipt_is_json_and_truthful(mlp, tiny_mlp):
 def test_auto_picks_cpu_here_and_says_so(tiny_mlp, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="hwdeploy"):
+    with caplog.at_level(logging.DEBUG, logger="hwdeploy"):  # routine news is DEBUG: a library is quiet
         p = hwdeploy.predictor(tiny_mlp)  # device="auto"
     assert p.device.kind == "cpu"
     assert p.receipt().requested == "auto" and p.receipt().selected == "cpu:0"

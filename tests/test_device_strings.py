@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwdeploy import Device, DeviceNotFoundError, DeviceSpec, DeviceStringError
-from hwdeploy.api import select_devices
+from hwdeploy.selection import select_devices
 
 kinds = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(lambda k: k != "auto")
 

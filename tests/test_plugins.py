@@ -112,8 +112,9 @@ def test_hwdeploy_plugins_command_shows_failures(broken_site):
     assert human.returncode == 0 and "incompatible" in human.stdout and "import-failed" in human.stdout
     devices = subprocess.run([sys.executable, "-m", "hwdeploy", "devices", "--json"], capture_output=True, text=True,
                              env=env, timeout=120)
-    listed = {d["id"]: d for d in json.loads(devices.stdout)}
-    assert listed["goodsim:0"]["reason"] == "simulated absence: no goodsim card" and listed["cpu:0"]["available"]
+    listed = {(d["id"], d["plugin"]): d for d in json.loads(devices.stdout)}
+    assert listed[("goodsim:0", "good")]["reason"] == "simulated absence: no goodsim card"
+    assert listed[("cpu:0", "cpu")]["available"]
 
 
 # A plugin that builds its predictor with Paddle's real enable_use_gpu: on this CPU-only wheel Paddle logs one

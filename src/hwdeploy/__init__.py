@@ -14,10 +14,19 @@ from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError,
                              HwdeployError, InputError, ModelError, ModelFormatError, ModelNotFoundError, OptionError, PluginError,
                              UnsupportedOpsError)
 from hwdeploy.contract.hookspecs import hookimpl
-from hwdeploy.contract.model import Model, TensorSpec, load_model
+from hwdeploy.contract.model import MODEL_SCHEMES, Model, TensorSpec, load_model
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget
+
+
+def _zoo_model(name: str) -> Model:
+    from hwdeploy import zoo
+
+    return zoo.get(name).model
+
+
+MODEL_SCHEMES["zoo"] = _zoo_model  # "zoo:mobilenet_v2"; the zoo is imported (and built) only when used
 
 __all__ = [
     "Artifact", "BackendError", "CliCommand", "ConversionError", "ConversionTarget", "Device", "DeviceNotFoundError",

@@ -60,8 +60,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from hwdeploy.contract.manager import get_plugin_manager
     from rich.table import Table
 
-    hwdeploy.devices(refresh=True)  # exercise the discovery hook so hook failures show up too
+    # Exercise the listing hooks (the parser already asked for CLI commands) so that contract breaks show up too.
+    hwdeploy.devices(refresh=True)
     manager = get_plugin_manager()
+    manager.conversion_targets()
     statuses = [s.to_dict() for s in manager.statuses.values()]
     if args.json:
         _print_json(statuses)
@@ -70,7 +72,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for column in ("plugin", "state", "distribution", "version", "requires", "error"):
         table.add_column(column, overflow="fold")
     for s in statuses:
-        color = "green" if s["state"] == "loaded" else "red"
+        color = {"loaded": "green", "disabled": "yellow"}.get(s["state"], "red")
         errors = s["error"] or "; ".join(f"{k}: {v}" for k, v in s["hook_errors"].items())
         table.add_row(s["name"], f"[{color}]{s['state']}[/]", s["distribution"], s["version"], ", ".join(s["requires"]),
                       errors)
@@ -313,21 +315,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
 
     plugin_commands = {}
     from hwdeploy.contract.manager import get_plugin_manager
-    from hwdeploy.contract.records import CliCommand
 
-    for plugin, commands in get_plugin_manager().call_all("hwdeploy_cli_commands"):
-        for command in commands:
-            if not isinstance(command, CliCommand) or command.name in sub.choices:
-                continue
-            p = sub.add_parser(command.name, help=f"{command.help} (plugin {plugin})")
-            try:
-                command.configure_parser(p)
-            except Exception as exc:  # a broken plugin must not break the CLI
-                logging.getLogger("hwdeploy").warning("plugin %s: cannot add command %s: %s", plugin, command.name, exc)
-                continue
-            p.set_defaults(func=command.run)
-            plugin_commands[command.name] = plugin
+    manager = get_plugin_manager()
+    for plugin, command in manager.cli_commands(reserved=sub.choices):
+        p = sub.add_parser(command.name, help=f"{command.help} (plugin {plugin})")
+        try:
+            command.configure_parser(p)
+        except Exception as exc:  # a broken plugin must not break the CLI: its command says so when used
+            manager.record_hook_error(plugin, "hwdeploy_cli_commands", exc)
+            p.set_defaults(func=_broken_command(plugin, command.name, exc))
+            continue
+        p.set_defaults(func=command.run)
+        plugin_commands[command.name] = plugin
     return parser, plugin_commands
+
+
+def _broken_command(plugin: str, name: str, exc: Exception):
+    def run(_args: argparse.Namespace) -> int:
+        _console(stderr=True).print(f"[red]error:[/] command {name!r} of plugin {plugin!r} is broken"
+                                    f" ({type(exc).__name__}: {exc}); see `hwdeploy plugins`")
+        return EXIT_FAIL
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

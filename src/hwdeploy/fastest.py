@@ -35,18 +35,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hwdeploy import api
 from hwdeploy.sdk.cache import cache_dir, cache_key
 from hwdeploy.contract.records import Device, DeviceSpec
 from hwdeploy.errors import DeviceNotFoundError, HwdeployError, InputError, OptionError
 from hwdeploy.contract.model import Model, ModelLike, load_model, model_io
 from hwdeploy.contract.manager import get_plugin_manager
 from hwdeploy.contract.predictor import Predictor
+from hwdeploy.selection import create_on, hwdeploy_version
 from hwdeploy.sdk.inputs import random_inputs
 
 log = logging.getLogger("hwdeploy")
 
-REFERENCE_BACKEND = "paddle-inference"
 SPEC = DeviceSpec("auto", mode="fastest")
 #: Largest relative L2 error against the CPU reference that passes, by output dtype.
 TOLERANCES = {"float32": 1e-4, "float64": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
@@ -125,13 +124,12 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
     if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 5:
         raise OptionError(f"auto:fastest: settle must be a number of seconds in [0, 5], got {settle!r}")
     model = load_model(model)
-    found = api.devices()
+    found = get_plugin_manager().discover_devices()
     candidates = candidate_devices(found, backends)
-    reference_device = next((d for d in found if d.available and d.kind == "cpu" and d.backend == REFERENCE_BACKEND),
-                            None)
+    reference_device = next((d for d in found if d.available and d.reference), None)
     if reference_device is None:
-        raise DeviceNotFoundError("auto:fastest needs the Paddle Inference CPU reference (backend"
-                                  f" {REFERENCE_BACKEND!r}) to check parity, and it is not available")
+        raise DeviceNotFoundError("auto:fastest needs the parity reference device (the built-in Paddle Inference CPU"
+                                  " plugin, 'cpu') to check parity, and no plugin reports it available")
     if not candidates:
         raise DeviceNotFoundError(f"auto:fastest: no candidate device (backends={backends!r})")
     inputs = sample_inputs if sample_inputs is not None else default_inputs(model)
@@ -159,7 +157,7 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
                     records.append(record)
                 continue
             records.append(record)
-            predictor = _try(record, "create", lambda d=device: api._create(model, d, SPEC, "error", options))
+            predictor = _try(record, "create", lambda d=device: create_on(model, d, SPEC, "error", options))
             if predictor is None:
                 continue
             outputs = _try(record, "run", lambda p=predictor: _call(p, inputs))
@@ -176,7 +174,7 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
         decision = {
             "mode": "fastest", "version": DECISION_VERSION, "key": key, "cached": False, "measured_at": time.time(),
             "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in _arrays(inputs)],
-            "rounds": rounds, "runs": runs, "warmup": warmup, "settle_s": settle, "reference": f"{reference_device.id}/{REFERENCE_BACKEND}",
+            "rounds": rounds, "runs": runs, "warmup": warmup, "settle_s": settle, "reference": f"{reference_device.id}/{reference_device.backend}",
             "chosen": {k: best[k] for k in ("device", "backend", "plugin")}, "candidates": records,
         }
         _save_decision(key, decision)
@@ -219,12 +217,12 @@ def _call(predictor: Predictor, inputs: Any) -> list[np.ndarray]:
 def _create_reference(model: Model, device: Device, options: dict[str, Any],
                       records: list[dict[str, Any]]) -> tuple[Predictor, bool]:
     try:
-        return api._create(model, device, SPEC, "error", options), True
+        return create_on(model, device, SPEC, "error", options), True
     except OptionError as exc:  # options meant for another backend: the oracle runs with the portable ones
         records.append({"device": device.id, "backend": device.backend, "plugin": device.plugin, "parity": None,
                         "error": f"create: {exc}"})
         portable = {k: options[k] for k in _PORTABLE_OPTIONS if k in options}
-        return api._create(model, device, SPEC, "error", portable), False
+        return create_on(model, device, SPEC, "error", portable), False
 
 
 def _try(record: dict[str, Any], stage: str, action):
@@ -305,7 +303,7 @@ def _decision_key(model: Model, inputs: Any, candidates: Sequence[Device], optio
     backends = sorted((d.plugin, d.backend, d.id, sorted(d.versions.items()), manager.plugin_version(d.plugin))
                       for d in candidates)
     shapes = [(list(a.shape), str(a.dtype)) for a in _arrays(inputs)]
-    return cache_key("auto:fastest", DECISION_VERSION, model.sha256, shapes, backends, options, api.hwdeploy_version(),
+    return cache_key("auto:fastest", DECISION_VERSION, model.sha256, shapes, backends, options, hwdeploy_version(),
                      _machine())
 
 
@@ -340,7 +338,7 @@ def _use_cached(model: Model, key: str, candidates: Sequence[Device], options: d
     if device is None:
         return None
     try:
-        predictor = api._create(model, device, SPEC, "error", options)
+        predictor = create_on(model, device, SPEC, "error", options)
     except HwdeployError as exc:  # it worked when measured; something changed: measure again
         log.info("hwdeploy auto:fastest: cached choice %s (%s) no longer loads (%s); measuring again",
                  device.id, device.backend, exc)

@@ -126,7 +126,7 @@ class Conformance:
     def resolve(self) -> None:
         """Find the device and the models; raises HwdeployError/ConfigError with the reason."""
         import hwdeploy
-        from hwdeploy.api import select_devices
+        from hwdeploy.selection import select_devices
         from hwdeploy.contract.records import DeviceSpec
         from hwdeploy.contract.manager import get_plugin_manager
 

@@ -69,7 +69,7 @@ class Case:
     def setup(self) -> None:
         import hwdeploy
         from hwdeploy.sdk import paddle_inference as pi
-        from hwdeploy.api import select_devices
+        from hwdeploy.selection import select_devices
         from hwdeploy.contract.records import DeviceSpec
 
         sampler = None
@@ -460,7 +460,7 @@ def check_fallback_timing(case: Case) -> Outcome:
     receipt = case.dev.receipt()
     host_compute = case.spec.get("host_compute")
     if host_compute is None:
-        host_compute = bool(case.device_record.details.get("host_compute"))
+        host_compute = case.device_record.host_compute or bool(case.device_record.details.get("host_compute"))
     if case.device_record.kind == "cpu":
         return Outcome(SKIPPED, "the device is the host CPU itself")
     if host_compute:

@@ -23,8 +23,9 @@ OPTIONS = {"threads", "ir_optim", "onednn", "memory_optim", "optim_cache", "chec
 @hookimpl
 def hwdeploy_discover_devices() -> list[Device]:
     version = pi.paddle_version()
-    device = Device(KIND, 0, name=cpu_name(), backend=pi.BACKEND, priority=0, memory_bytes=memory_bytes(),
-                    versions={"paddlepaddle": version} if version else {},
+    # The parity reference of every check, and a CPU backend: no accelerator signature to expect.
+    device = Device(KIND, 0, name=cpu_name(), backend=pi.BACKEND, priority=0, reference=True, host_compute=True,
+                    memory_bytes=memory_bytes(), versions={"paddlepaddle": version} if version else {},
                     details={"threads": default_threads(), "machine": platform.machine()})
     if not version:
         device.available = False

@@ -7,23 +7,14 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
+from hwdeploy.contract.records import TensorSpec
 from hwdeploy.errors import ModelError, ModelFormatError, ModelNotFoundError
 
+__all__ = ["MODEL_SCHEMES", "Model", "ModelLike", "TensorSpec", "load_model", "model_io", "validate_model"]
+
 PROGRAM_SUFFIXES = {".json": "pir", ".pdmodel": "legacy"}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (``-1`` for a dynamic dimension) and numpy dtype name of a model input or output."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +59,10 @@ class Model:
 
 ModelLike = Union[str, os.PathLike, Model, tuple]
 
+#: ``"SCHEME:NAME"`` model references and what resolves them to a :class:`Model`. The package registers
+#: ``"zoo"`` (:mod:`hwdeploy.zoo`); a plugin may add its own (``"acme-hub"``).
+MODEL_SCHEMES: dict[str, Callable[[str], Model]] = {}
+
 
 def load_model(model: ModelLike, params: str | os.PathLike | None = None, *, validate: bool = True) -> Model:
     """Resolve ``model`` to a :class:`Model` and check its files.
@@ -82,10 +77,9 @@ def load_model(model: ModelLike, params: str | os.PathLike | None = None, *, val
         if len(model) != 2:
             raise ModelError(f"a model tuple must be (program_file, params_file), got {len(model)} items")
         return load_model(model[0], model[1], validate=validate)
-    elif isinstance(model, str) and model.startswith("zoo:"):
-        from hwdeploy import zoo
-
-        return zoo.get(model[4:]).model
+    elif isinstance(model, str) and model.partition(":")[0] in MODEL_SCHEMES:
+        scheme, _, name = model.partition(":")
+        return MODEL_SCHEMES[scheme](name)
     elif isinstance(model, (str, os.PathLike)):
         result = _resolve_path(Path(model), Path(params) if params is not None else None)
     else:

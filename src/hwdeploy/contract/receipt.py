@@ -35,7 +35,7 @@ class Receipt:
     Plugins fill ``actual`` (the device the runtime really uses, as the runtime
     reports it, not as it was asked), ``ops`` where the runtime can tell per-op
     placement, and ``fallback_evidence`` for anything else that means "not on
-    the device" (e.g. a software WebGL renderer). hwdeploy's fallback policy
+    the device" (e.g. a software renderer standing in for a GPU). hwdeploy's fallback policy
     reads :meth:`fallback_reasons`.
     """
 

@@ -17,6 +17,18 @@ AUTO_MODES = ("fastest",)
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (``-1`` for a dynamic dimension) and numpy dtype name of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
 class DeviceSpec:
     """A parsed device string: ``kind`` plus an optional ``index``.
 
@@ -85,6 +97,12 @@ class Device:
     #: software-emulated or browser devices below 0 (never chosen by "auto").
     priority: int = 0
     memory_bytes: int | None = None
+    #: True for the device whose results every parity check compares against (the built-in Paddle
+    #: Inference CPU plugin sets it; ``auto:fastest`` and the conformance suite look for it).
+    reference: bool = False
+    #: True when the device's runtime computes on the host CPU by design (an emulator, a CPU backend):
+    #: the conformance suite then does not expect a timing or utilisation signature of an accelerator.
+    host_compute: bool = False
     versions: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     #: Filled in by hwdeploy: the plugin that reported this device.
