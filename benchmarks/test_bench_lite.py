@@ -10,6 +10,8 @@ host <-> worker round trip, i.e. what an hwdeploy user pays.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import hwdeploy
@@ -32,9 +34,11 @@ def lite_env():
     from hwdeploy_arm import env
 
     if env.find_lite_python() is None:
-        if env.find_base_python() is None:
-            pytest.skip("no CPython 3.10 for the Paddle Lite environment")
-        env.setup_lite_env()
+        search = env.search_base_python()
+        if search.chosen is None:
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(
+                f"no CPython 3.10 for the Paddle Lite environment ({search.explain()})")
+        env.setup_lite_env(search.chosen)
         clear_discovery_cache()
 
 

@@ -105,6 +105,17 @@ def load(root: Path | None = None) -> dict[str, bytes]:
     return out
 
 
+def npm_install_command(npm: str, specs: list[str]) -> list[str]:
+    """The ``npm install`` that :func:`install` runs, in the folder to install into (no ``--prefix``).
+
+    Nothing here overrides npm's own configuration: the user's ``~/.npmrc`` (or
+    ``$NPM_CONFIG_USERCONFIG``), the global ``<npm prefix>/etc/npmrc`` and ``npm_config_*``
+    variables all apply, as they do for any ``npm install`` on this machine. ``--prefer-offline``
+    lets npm's cache serve repeat installs (a cold cache just downloads; the sha256 check applies either way).
+    """
+    return [npm, "install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact", *specs]
+
+
 def install(root: Path | None = None, *, force: bool = False, npm: str | None = None, timeout: float = 600) -> Path:
     """``npm install`` the pinned packages into ``root`` (default: the cache) and verify them.
 
@@ -124,15 +135,16 @@ def install(root: Path | None = None, *, force: bool = False, npm: str | None = 
     specs = [f"{b.package}@{b.version}" for b in BUNDLES]
 
     def build(tmp: Path) -> None:
+        # npm runs *in* the folder (its package.json makes it the project root) rather than with
+        # `--prefix`: `--prefix DIR` also moves npm's global config to DIR/etc/npmrc, so the machine's
+        # configuration (a registry mirror, a `cafile` for a TLS-intercepting proxy, ...) would be ignored.
         (tmp / "package.json").write_text(json.dumps({"name": "hwdeploy-paddlejs-assets", "private": True}))
-        # --prefer-offline: npm's own cache serves repeat installs; the sha256 check below still applies.
-        cmd = [npm, "install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact",
-               "--prefix", str(tmp),
-               *specs]
+        cmd = npm_install_command(npm, specs)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise AssetsError(f"`{' '.join(cmd)}` timed out after {timeout:g}s") from None
+            raise AssetsError(f"`{' '.join(cmd)}` (in {tmp}) timed out after {timeout:g}s") from None
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise AssetsError(f"`npm install {' '.join(specs)}` failed (exit {proc.returncode}): " + " | ".join(tail))
