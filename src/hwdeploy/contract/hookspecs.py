@@ -23,6 +23,9 @@ in :func:`hwdeploy.sdk.isolation.run_probe` (subprocess, timeout, cached).
 
 The built-in plugins (``hwdeploy.builtin.cpu`` and the packages under
 ``plugins/`` in the repository) use nothing but these hooks: copy them.
+The whole contract, with a complete plugin that a test runs, is in
+``docs/plugin-authors.md``. Every result is checked by the plugin manager
+(:data:`hwdeploy.contract.manager.RESULT_CHECKS`); hook wrappers are refused.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def hwdeploy_discover_devices() -> list[Device]:
     Must be quick and must never crash the caller: run anything that touches a
     driver or native runtime through :func:`hwdeploy.sdk.isolation.run_probe`.
 
+    Called for every plugin; the lists are merged and cached per process
+    (``hwdeploy.devices(refresh=True)`` asks again).
+
+    :returns: a list of :class:`hwdeploy.Device` (possibly empty); anything
+        else marks the plugin broken and is dropped.
+
     Example::
 
         from hwdeploy import Device, hookimpl
@@ -77,6 +86,11 @@ def hwdeploy_discover_devices() -> list[Device]:
 def hwdeploy_conversion_targets() -> list[ConversionTarget]:
     """Name the conversion targets this plugin implements (listed by ``hwdeploy convert --list``).
 
+    Called for every plugin; the lists are merged. A name another plugin
+    already offers is dropped and reported against this plugin.
+
+    :returns: a list of :class:`hwdeploy.ConversionTarget`.
+
     Example::
 
         @hookimpl
@@ -94,6 +108,15 @@ def hwdeploy_convert_model(model: Model, target: str, options: dict[str, Any], o
     publishes the directory atomically when you return. Raise
     :class:`hwdeploy.errors.UnsupportedOpsError` listing *every* op the target
     cannot express, never write a silently wrong model.
+
+    Stops at the first non-None result (``firstresult``).
+
+    :param model: the :class:`hwdeploy.Model` (files already validated).
+    :param target: the target name the user asked for.
+    :param options: the user's keyword arguments; reject unknown ones with
+        :class:`hwdeploy.OptionError`.
+    :param output_dir: an empty directory to write into.
+    :returns: an :class:`hwdeploy.Artifact` naming the files written, or None.
 
     Example::
 
@@ -126,6 +149,14 @@ def hwdeploy_create_predictor(model: Model, device: Device, options: dict[str, A
     the receipt tell the truth: the device the runtime *reports* it uses, and
     per-op placement where the runtime can tell.
 
+    Stops at the first non-None result (``firstresult``). A plugin that needs
+    a converted model gets it, cached, with ``hwdeploy.convert(model, target)``.
+
+    :param model: the :class:`hwdeploy.Model` (files already validated).
+    :param device: the :class:`hwdeploy.Device` chosen, as your discovery reported it.
+    :param options: the user's keyword arguments (``threads``, ``precision``...).
+    :returns: a :class:`hwdeploy.Predictor` subclass instance, or None.
+
     Example::
 
         @hookimpl
@@ -143,6 +174,14 @@ def hwdeploy_utilization_sampler(device: Device) -> UtilizationSampler | None:
     The conformance suite samples during a timed run: a device that computes
     correct numbers while sitting idle is a CPU fallback.
 
+    Stops at the first non-None result (``firstresult``). Called in the
+    process that runs the predictor (the conformance worker). Return None when
+    the sampling tool (an smi binary) is missing.
+
+    :param device: the :class:`hwdeploy.Device` under test.
+    :returns: an object with ``start()`` and ``stop() -> {"samples": int,
+        "mean_busy": 0..1, "max_busy": 0..1}`` (:class:`UtilizationSampler`), or None.
+
     Example::
 
         @hookimpl
@@ -155,6 +194,12 @@ def hwdeploy_utilization_sampler(device: Device) -> UtilizationSampler | None:
 @hookspec
 def hwdeploy_cli_commands() -> list[CliCommand]:
     """Add subcommands to the ``hwdeploy`` command line.
+
+    Called for every plugin; a name hwdeploy or another plugin already has is
+    dropped and reported against this plugin. A ``configure_parser`` that
+    raises makes the command report itself broken instead of running.
+
+    :returns: a list of :class:`hwdeploy.CliCommand`; ``run(args)`` returns the exit code.
 
     Example::
 
