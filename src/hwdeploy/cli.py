@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,14 +17,89 @@ import numpy as np
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
+#: Where ``--json`` output goes: the real stdout, kept aside while native libraries' stdout goes to stderr.
+_json_out = None
+#: Width of tables without a terminal and without $COLUMNS: wide enough that nothing wraps mid-word.
+PLAIN_WIDTH = 200
+
+
 def _console(stderr: bool = False):
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if os.environ.get("COLUMNS") or stream.isatty() else PLAIN_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def _console_on(stream):
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False)
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    out = _json_out or sys.stdout
+    out.write(json.dumps(data, indent=2, default=str) + "\n")
+    out.flush()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Native libraries (Paddle prints ``ReduceMeanCheckIfOneDNNSupport`` with ``std::cout``) write to fd 1:
+    point fd 1 at stderr while a ``--json`` command runs, and give ``_print_json`` the real stdout."""
+    global _json_out
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    _json_out = os.fdopen(real, "w", closefd=True)
+    try:
+        yield
+    finally:
+        _json_out.flush()
+        os.dup2(_json_out.fileno(), 1)
+        _json_out.close()
+        _json_out = None
+
+
+_NOTEWORTHY = __import__("re").compile(r"warn|error|fallback|fail", __import__("re").IGNORECASE)
+
+
+@contextlib.contextmanager
+def _native_output_captured(verbose: bool):
+    """While a progress bar is live, native writes to fd 1/2 go to a file instead of through the bar; shown
+    afterwards with ``-v``, else counted in one line."""
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        restored = False
+        try:
+            # rich writes through Python's sys.stderr, which now reaches the sink too: give it the real stderr.
+            real_err = os.fdopen(os.dup(saved[1]), "w")
+            yield real_err
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            restored = True
+            os.close(saved[0])
+            os.close(saved[1])
+            real_err.close()
+        if restored:
+            sink.seek(0)
+            lines = sink.read().decode(errors="replace").splitlines()
+            shown = [line for line in lines if verbose or _NOTEWORTHY.search(line)]
+            if shown:
+                sys.stderr.write("\n".join(shown) + "\n")
+            if len(shown) < len(lines):
+                sys.stderr.write(f"({len(lines) - len(shown)} line(s) of native runtime output hidden; -v shows them)\n")
 
 
 def _human_bytes(n: int | None) -> str:
@@ -44,14 +121,31 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([d.to_dict() for d in found])
         return EXIT_OK
+    console = _console()
+    wide = console.width >= 120  # name and memory only where they fit beside the reasons
     table = Table(title="hwdeploy devices")
-    for column in ("device", "backend", "plugin", "name", "memory", "status"):
-        table.add_column(column, overflow="fold")
+    for column in ("device", "backend", "plugin"):
+        table.add_column(column, no_wrap=True)
+    if wide:
+        table.add_column("name", no_wrap=True, max_width=24, overflow="ellipsis")
+        table.add_column("memory", no_wrap=True)
+    table.add_column("status", ratio=1, min_width=24)  # long reasons wrap at words
     for d in found:
         status = "[green]available[/]" if d.available else f"[red]absent[/]: {d.reason}"
-        table.add_row(d.id, d.backend, d.plugin, d.name, _human_bytes(d.memory_bytes), status)
-    _console().print(table)
+        extra = (d.name, _human_bytes(d.memory_bytes)) if wide else ()
+        table.add_row(d.id, d.backend, d.plugin, *extra, status)
+    console.print(table)
+    _print_offered("more device kinds and backends come with plugins")
     return EXIT_OK
+
+
+def _print_offered(intro: str) -> None:
+    from hwdeploy.selection import offered_plugins
+
+    offered = offered_plugins()
+    if offered:
+        listed = ", ".join(f"{extra} (pip install 'hwdeploy[{extra}]')" for extra in sorted(offered))
+        _console().print(f"{intro}: {listed}")
 
 
 # ------------------------------------------------------------------ plugins
@@ -146,8 +240,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         models = [f"zoo:{name}" for name in zoo.names()]
     if args.input and len(models) > 1:
         raise SystemExit("--input needs a MODEL")
+    import hwdeploy
+    from hwdeploy.contract.records import DeviceSpec
+    from hwdeploy.selection import select_devices
+
+    spec = DeviceSpec.parse(args.device)
+    if spec.kind != "auto":  # a device that is not here is refused once, before any model is loaded
+        select_devices(spec, hwdeploy.devices())
     results, failures = [], 0
-    with Progress(console=_console(stderr=True), transient=True, disable=args.json) as progress:
+    capture = contextlib.nullcontext(sys.stderr) if args.json else _native_output_captured(args.verbose > 0)
+    with capture as err_stream, Progress(console=_console_on(err_stream), transient=True,
+                                         disable=args.json) as progress:
         task = progress.add_task("running", total=len(models))
         for ref in models:
             progress.update(task, description=f"{ref} on {args.device}")
@@ -171,18 +274,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         _console(stderr=True).print(f"[red]error:[/] {results[0]['error']}")
     else:
         table = Table(title=f"hwdeploy run --device {args.device}")
-        for column in ("model", "ran on", "backend", "create", "latency", "outputs", "status"):
-            table.add_column(column, overflow="fold")
+        for column in ("model", "ran on", "backend", "create", "latency", "outputs"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("status")
         for r in results:
             if "error" in r:
                 table.add_row(r["model"], "", "", "", "", "", f"[red]{r['error']}[/]")
                 continue
-            outs = ", ".join(f"{o['name']}{o['shape']}" for o in r["outputs"])
+            outs = ", ".join(_shape(o["shape"]) + f" {o['dtype']}" for o in r["outputs"])
             status = "[yellow]fallback: " + "; ".join(r["fallback_reasons"]) + "[/]" if r["fallback_reasons"] else "[green]ok[/]"
             table.add_row(r["model"], r["device"], r["backend"], f"{r['create_s']:.2f} s",
                           f"{r['latency_ms']:.2f} ms" if r["latency_ms"] is not None else "", outs, status)
         _console().print(table)
     return EXIT_FAIL if failures else EXIT_OK
+
+
+def _shape(shape) -> str:
+    """``[-1, 64]`` -> ``"N×64"``: dynamic dims as letters, for people."""
+    return "×".join("N" if dim == -1 and axis == 0 else "?" if dim < 0 else str(dim) for axis, dim in enumerate(shape))
 
 
 # ------------------------------------------------------------------ convert
@@ -211,11 +320,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
             from rich.table import Table
 
             table = Table(title="conversion targets")
-            for column in ("target", "plugin", "device kinds", "description"):
-                table.add_column(column)
+            for column in ("target", "plugin", "device kinds"):
+                table.add_column(column, no_wrap=True)
+            table.add_column("description")
             for t in targets:
                 table.add_row(t["target"], t["plugin"], ", ".join(t["device_kinds"]), t["description"])
             _console().print(table)
+            if not targets:
+                _console().print("no installed plugin offers a conversion target")
+            _print_offered("plugins add conversion targets")
         return EXIT_OK if args.list else EXIT_USAGE
     if not args.model:
         raise SystemExit("convert needs MODEL and --target")
@@ -247,17 +360,19 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return EXIT_OK
     entries = [zoo.entry(name) for name in zoo.names()]
     rows = [{"name": e.name, "task": e.task, "description": e.description, "batch_range": list(e.batch_range),
-             "inputs": [str(i) for i in e.inputs]} for e in entries]
+             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in e.inputs]} for e in entries]
     if args.json:
         _print_json(rows)
         return EXIT_OK
     from rich.table import Table
 
     table = Table(title="hwdeploy zoo")
-    for column in ("name", "task", "batch", "inputs", "description"):
-        table.add_column(column, overflow="fold")
+    for column in ("name", "task", "batch", "inputs"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], r["task"], "{}..{}".format(*r["batch_range"]), "; ".join(r["inputs"]), r["description"])
+        inputs = ", ".join(f"{i['name']}: {i['dtype']} {_shape(i['shape'])}" for i in r["inputs"])
+        table.add_row(r["name"], r["task"], "{}..{}".format(*r["batch_range"]), inputs, r["description"])
     _console().print(table)
     return EXIT_OK
 
@@ -270,47 +385,53 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     parser.add_argument("--version", action="version", version=f"hwdeploy {hwdeploy_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter  # every option's help shows its default
+    json_help = "write JSON to stdout (only JSON: native libraries' output goes to stderr)"
 
-    p = sub.add_parser("devices", help="list devices, and why absent kinds are absent")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("devices", help="list devices, and why absent kinds are absent", formatter_class=fmt)
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("plugins", help="list plugins: loaded, failed (with the error), incompatible")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plugins", help="list plugins: loaded, failed (with the error), incompatible, disabled",
+                       formatter_class=fmt)
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("run", help="run a model (default: every zoo model) and show where it really ran")
+    p = sub.add_parser("run", help="run a model (default: every zoo model) and show where it really ran",
+                       formatter_class=fmt)
     p.add_argument("model", nargs="?", help="model directory, prefix or file, or zoo:NAME (default: the whole zoo)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (best available), auto:fastest, a kind (cpu, gpu, npu...) or KIND:INDEX (gpu:1)")
     p.add_argument("--input", action="append", help=".npy file per input, in input order (repeatable)")
     p.add_argument("--random", action="store_true", help="use generated inputs (the default without --input)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1, help="batch size of generated inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of generated inputs")
     p.add_argument("--repeat", type=int, default=10, help="timed runs after one warm-up")
-    p.add_argument("--fallback", choices=("error", "warn", "allow"), default="error")
+    p.add_argument("--fallback", choices=("error", "warn", "allow"), default="error",
+                   help="what to do when the runtime's evidence shows the model is not (only) on the device")
     p.add_argument("--receipt", help="write the execution receipt(s) to this JSON file")
     p.add_argument("--output", help="save outputs to this .npz file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("convert", help="convert a model for a target (cached by content hash)")
-    p.add_argument("model", nargs="?")
-    p.add_argument("--target")
-    p.add_argument("--option", action="append", help="KEY=VALUE (JSON value) passed to the converter")
+    p = sub.add_parser("convert", help="convert a model for a target (cached by content hash)", formatter_class=fmt)
+    p.add_argument("model", nargs="?", help="model directory, prefix or file, or zoo:NAME")
+    p.add_argument("--target", help="conversion target (see --list)")
+    p.add_argument("--option", action="append", help="KEY=VALUE (JSON value) passed to the converter (repeatable)")
     p.add_argument("--out", help="copy the artifact files here")
     p.add_argument("--refresh", action="store_true", help="ignore the cache")
     p.add_argument("--list", action="store_true", help="list conversion targets")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("zoo", help="the built-in model zoo")
+    p = sub.add_parser("zoo", help="the built-in model zoo", formatter_class=fmt)
     zsub = p.add_subparsers(dest="zoo_command", metavar="list|export")
-    zl = zsub.add_parser("list", help="list zoo models")
-    zl.add_argument("--json", action="store_true")
-    ze = zsub.add_parser("export", help="export a zoo model to a directory")
-    ze.add_argument("name")
-    ze.add_argument("dest")
-    ze.add_argument("--format", choices=("pir", "legacy"), default="pir")
+    zl = zsub.add_parser("list", help="list zoo models", formatter_class=fmt)
+    zl.add_argument("--json", action="store_true", help=json_help)
+    ze = zsub.add_parser("export", help="export a zoo model to a directory", formatter_class=fmt)
+    ze.add_argument("name", help="zoo model name (hwdeploy zoo list)")
+    ze.add_argument("dest", help="directory to write NAME.json/.pdmodel + NAME.pdiparams into")
+    ze.add_argument("--format", choices=("pir", "legacy"), default="pir", help="Paddle program format")
     p.set_defaults(func=cmd_zoo, zoo_command="list", json=False)
 
     plugin_commands = {}
@@ -349,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args) or 0)
+        with _stdout_to_stderr() if getattr(args, "json", False) else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except HwdeployError as exc:
         _console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {exc}")
         return EXIT_FAIL

@@ -26,6 +26,46 @@ def hwdeploy_version() -> str:
         return "0+unknown"
 
 
+def offered_plugins() -> dict[str, list[str]]:
+    """Extras of the installed hwdeploy distribution that add plugin packages not installed yet: extra -> packages.
+
+    Read from the package metadata (``Provides-Extra``/``Requires-Dist``), so the core names no plugin itself.
+    By convention an extra is named after the device kind (or CPU backend) its plugin adds.
+    """
+    from packaging.requirements import Requirement
+
+    try:
+        dist = metadata.distribution("hwdeploy")
+    except metadata.PackageNotFoundError:
+        return {}
+    extras = dist.metadata.get_all("Provides-Extra") or []
+    offered: dict[str, list[str]] = {}
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if not req.name.startswith("hwdeploy-") or req.marker is None or _installed(req.name):
+            continue
+        for extra in extras:
+            if req.marker.evaluate({"extra": extra}):
+                offered.setdefault(extra, []).append(req.name)
+    return offered
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def how_to_get(kind: str) -> str:
+    """``"pip install 'hwdeploy[gpu]' (hwdeploy-nvidia)"`` for a kind a not-installed plugin extra adds, else ""."""
+    offered = offered_plugins()
+    if kind in offered:
+        return f"pip install 'hwdeploy[{kind}]' ({', '.join(offered[kind])})"
+    return ""
+
+
 def _describe_available(found: list[Device]) -> str:
     usable = [f"{d.id} ({d.backend})" for d in found if d.available]
     return ", ".join(usable) if usable else "none"
@@ -43,9 +83,13 @@ def select_devices(spec: DeviceSpec, found: list[Device], backend: str | None = 
     of_kind = [d for d in found if d.kind == spec.kind]
     if not of_kind:
         kinds = sorted({d.kind for d in found})
+        hint = how_to_get(spec.kind) or (
+            "plugins this distribution offers: " + ", ".join(f"hwdeploy[{e}]" for e in sorted(offered_plugins()))
+            if offered_plugins() else "")
         raise DeviceNotFoundError(
             f"unknown device {str(spec)!r}: no installed plugin provides kind {spec.kind!r}"
             + (f" with backend {backend!r}" if backend else "")
+            + (f"; to get it: {hint}" if hint else "")
             + f". Known kinds: {', '.join(kinds)}; available: {_describe_available(found)}")
     matching = [d for d in of_kind if spec.matches(d)]
     usable = [d for d in matching if d.available]
