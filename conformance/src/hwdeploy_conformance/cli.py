@@ -22,7 +22,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--device", required=True, help="device to certify, e.g. npu:0, gpu:1")
+    parser.add_argument("--device", help="device to certify, e.g. npu:0, gpu:1 (required unless merging)")
     parser.add_argument("--backend", help="the device's backend, when several provide its kind (e.g. cpu)")
     parser.add_argument("--models", nargs="+", default=["zoo"], metavar="zoo|zoo:NAME|PATH",
                         help="models: 'zoo' (all zoo models), 'zoo:NAME', or model paths (default: zoo)")
@@ -38,10 +38,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, help="Hypothesis examples per model for parity")
     parser.add_argument("--seed", type=int, help="input seed (same seed, same inputs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # `hwdeploy conformance merge REPORT... --out DIR`: the lab scoreboard (hwdeploy_conformance.scoreboard).
+    from hwdeploy_conformance import scoreboard
+
+    actions = parser.add_subparsers(dest="conformance_action", metavar="merge")
+    scoreboard.configure_parser(actions.add_parser("merge", help="merge lab reports into one scoreboard"))
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the suite as ``args`` asks, write the reports, print the summary; return the exit code."""
+    if getattr(args, "conformance_action", None) == "merge":
+        from hwdeploy_conformance import scoreboard
+
+        return scoreboard.run(args)
+    if not args.device:
+        print("hwdeploy conformance: the following arguments are required: --device"
+              " (or: hwdeploy conformance merge REPORT... --out DIR)", file=sys.stderr)
+        return 2
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import platform
-import socket
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwdeploy_conformance import checks as C
+from hwdeploy_conformance import provenance as P
 from hwdeploy_conformance.config import DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
@@ -70,12 +70,13 @@ def build_report(run: "Conformance", *, argv: list[str] | None = None, error: st
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(run.started or time.time())),
         "duration_s": (run.finished or time.time()) - (run.started or time.time()),
         "command": argv if argv is not None else sys.argv,
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+        "host": {"hostname": P.lab_machine(), "platform": platform.platform(), "machine": platform.machine(),
                  "cpus": os.cpu_count()},
         "device": run.device.to_dict() if run.device else {"requested": run.device_arg},
         "requested_device": run.device_arg,
         "plugin": run.plugin,
         "versions": versions,
+        "environment": P.environment(run.device.to_dict() if run.device else None, run.plugin, versions),
         "scope": run.scope,
         "precisions": run.precisions,
         "checks_run": [c.name for c in run.checks],
@@ -109,7 +110,7 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    data = _strict(json.loads(json.dumps(report, default=json_default)))
+    data = P.with_digest(_strict(json.loads(json.dumps(report, default=json_default))))  # merge checks it
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
     os.replace(tmp, path)
 
