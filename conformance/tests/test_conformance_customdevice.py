@@ -1,37 +1,26 @@
-"""The suite on a real Paddle CustomDevice: the simulated ``npu`` (simdevice/, a C++ plugin Paddle loads
-like a vendor's) driven by the hwdeploy-ascend plugin. Ops without a device kernel really run on the CPU;
-the fallback check must name each one with Paddle's reason, while parity (the numbers are right) passes.
+"""The suite on a real Paddle CustomDevice: the simulated ``npu`` (hwdeploy_customdevice.simulated, a C++
+plugin Paddle loads like a vendor's) driven by the hwdeploy-ascend plugin. Ops without a device kernel really
+run on the CPU; the fallback check must name each one with Paddle's reason, while parity (the numbers are
+right) passes.
 
 Skips when the simulated device cannot be built here (no cmake/g++) or the ascend plugin is not installed.
 """
 
 from __future__ import annotations
 
-import sys
-from importlib import metadata
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.slow
 
-SIMDEVICE = Path(__file__).resolve().parents[2] / "simdevice"
-
 
 @pytest.fixture(scope="module")
 def sim_npu_root():
-    try:
-        metadata.version("hwdeploy-ascend")
-    except metadata.PackageNotFoundError:
-        pytest.skip("hwdeploy-ascend is not installed (pip install -e plugins/ascend)")
-    if not (SIMDEVICE / "simdevice_testkit.py").exists():
-        pytest.skip(f"no simulated CustomDevice sources at {SIMDEVICE}")
-    sys.path.insert(0, str(SIMDEVICE))
-    try:
-        import simdevice_testkit
-    finally:
-        sys.path.remove(str(SIMDEVICE))
-    return simdevice_testkit.sim_root("npu")  # builds once (cached) or skips saying why
+    ascend = pytest.importorskip("hwdeploy_ascend.plugin", reason="hwdeploy-ascend is not installed"
+                                 " (pip install -e plugins/customdevice -e plugins/ascend)")
+    from hwdeploy_customdevice.testing import kit
+
+    # Built as the plugin's own type and visible-devices variable (the same cached build its tests use).
+    return kit.sim_root(ascend.ASCEND.device_type, ascend.ASCEND.visible_env)  # builds once or skips saying why
 
 
 def test_per_op_fallback_on_a_custom_device_is_reported_with_reasons(run_suite, sim_npu_root, monkeypatch):

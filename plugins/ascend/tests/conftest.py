@@ -1,16 +1,12 @@
 """What the Ascend plugin's tests expect of it: the ``vendor`` the shared CustomDevice plugin suite runs against.
 
-The suite (simdevice/simdevice_plugin_suite.py) is the same for every CustomDevice vendor plugin; the
+The suite (hwdeploy_customdevice.testing.suite) is the same for every CustomDevice vendor plugin; the
 ``test_ascend_*.py`` files here run it for this plugin, next to the Ascend-only tests.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "simdevice"))
-from simdevice_plugin_suite import VendorUnderTest, vendor_fixture  # noqa: E402
+from hwdeploy_customdevice.testing.suite import VendorUnderTest, vendor_fixture
 
 # `npu-smi info -t usages -i 0` as the sampler runs it for card 0 (abridged): the AI Core is 37% busy.
 NPU_SMI_USAGE = """\
@@ -22,6 +18,6 @@ NPU_SMI_USAGE = """\
 vendor = vendor_fixture(VendorUnderTest(
     plugin="ascend", kind="npu", hardware="Huawei Ascend NPU", plugin_object="hwdeploy_ascend.plugin:ASCEND",
     other_kind="mlu",  # Cambricon's kind, absent on the simulated npu
-    visible_env="ASCEND_RT_VISIBLE_DEVICES", install_hint="paddle-custom-npu", lite_target="huawei_ascend_npu",
+    visible_env="ASCEND_RT_VISIBLE_DEVICES", install_hint="paddle-custom-npu",
     smi="npu-smi", smi_usage_args="info -t usages -i 0", smi_usage_output=NPU_SMI_USAGE,
 ))

@@ -1,16 +1,15 @@
-"""The Ascend plugin on a simulated Paddle CustomDevice built as its device type (simdevice/ in the repository).
+"""The Ascend plugin on a simulated Paddle CustomDevice built as its device type (hwdeploy_customdevice.simulated).
 
 The tests are the shared CustomDevice plugin suite (``SimulatedDeviceSuite`` in
-simdevice/simdevice_plugin_suite.py, which says what the simulated device is), run on ``npu`` as
+hwdeploy_customdevice.testing.suite, which says what the simulated device is), run on ``npu`` as
 conftest.py's ``vendor`` describes this plugin, plus the Ascend-only test below.
 """
 
 from __future__ import annotations
 
-import simdevice_plugin_suite as suite
-import simdevice_testkit as kit
-
 from hwdeploy.contract.receipt import NO_KERNEL
+
+from hwdeploy_customdevice.testing import kit, suite
 
 
 class TestAscendSimulatedDevice(suite.SimulatedDeviceSuite):

@@ -1,16 +1,12 @@
 """What the Cambricon plugin's tests expect of it: the ``vendor`` the shared CustomDevice plugin suite runs against.
 
-The suite (simdevice/simdevice_plugin_suite.py) is the same for every CustomDevice vendor plugin; the
+The suite (hwdeploy_customdevice.testing.suite) is the same for every CustomDevice vendor plugin; the
 ``test_cambricon_*.py`` files here run it for this plugin.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "simdevice"))
-from simdevice_plugin_suite import VendorUnderTest, vendor_fixture  # noqa: E402
+from hwdeploy_customdevice.testing.suite import VendorUnderTest, vendor_fixture
 
 # `cnmon info -u -c 0` as the sampler runs it for card 0 (abridged): the MLU is 37% busy on average.
 CNMON_USAGE = """\
@@ -23,6 +19,6 @@ Utilization
 vendor = vendor_fixture(VendorUnderTest(
     plugin="cambricon", kind="mlu", hardware="Cambricon MLU", plugin_object="hwdeploy_cambricon.plugin:CAMBRICON",
     other_kind="npu",  # Ascend's kind, absent on the simulated mlu
-    visible_env="MLU_VISIBLE_DEVICES", install_hint="paddle-custom-mlu", lite_target="cambricon_mlu",
+    visible_env="MLU_VISIBLE_DEVICES", install_hint="paddle-custom-mlu",
     smi="cnmon", smi_usage_args="info -u -c 0", smi_usage_output=CNMON_USAGE,
 ))

@@ -1,6 +1,6 @@
-"""The Cambricon plugin without its device: discovery says why, errors instead of aborts, the vendor tool, Lite.
+"""The Cambricon plugin without its device: discovery says why, errors instead of aborts, the vendor tool.
 
-The tests are the shared CustomDevice plugin suite (``PluginSuite`` in simdevice/simdevice_plugin_suite.py),
+The tests are the shared CustomDevice plugin suite (``PluginSuite`` in hwdeploy_customdevice.testing.suite),
 run for this plugin as conftest.py's ``vendor`` describes it. The hardware test (``-m cambricon``) runs in a
 lab with a real Cambricon MLU; here it skips with the reason.
 """
@@ -8,7 +8,8 @@ lab with a real Cambricon MLU; here it skips with the reason.
 from __future__ import annotations
 
 import pytest
-import simdevice_plugin_suite as suite
+
+from hwdeploy_customdevice.testing import suite
 
 
 class TestCambriconPlugin(suite.PluginSuite):

@@ -1,13 +1,13 @@
-"""The Cambricon plugin on a simulated Paddle CustomDevice built as its device type (simdevice/ in the repository).
+"""The Cambricon plugin on a simulated Paddle CustomDevice built as its device type (hwdeploy_customdevice.simulated).
 
 The tests are the shared CustomDevice plugin suite (``SimulatedDeviceSuite`` in
-simdevice/simdevice_plugin_suite.py, which says what the simulated device is), run on ``mlu`` as
+hwdeploy_customdevice.testing.suite, which says what the simulated device is), run on ``mlu`` as
 conftest.py's ``vendor`` describes this plugin.
 """
 
 from __future__ import annotations
 
-import simdevice_plugin_suite as suite
+from hwdeploy_customdevice.testing import suite
 
 
 class TestCambriconSimulatedDevice(suite.SimulatedDeviceSuite):

@@ -1,8 +1,9 @@
 """Paddle Inference for plugins: config building and a zero-copy :class:`Predictor`.
 
 Public helper for any plugin whose runtime is Paddle Inference (the CPU
-reference, NVIDIA/TensorRT, custom devices). Importing this module does not
-import Paddle; the first config built does.
+reference, GPU/TensorRT, CustomDevice accelerators). Importing this module does
+not import Paddle; the first config built does. Which kernel ran each op is
+read with :mod:`hwdeploy.sdk.paddle_kernels`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hwdeploy.sdk import paddle_kernels
 from hwdeploy.sdk.cache import cache_dir, cache_key
 from hwdeploy.contract.records import Device
 from hwdeploy.errors import BackendError, ModelFormatError
@@ -35,18 +37,10 @@ def inference_module():
             warnings.filterwarnings("ignore", message="No ccache found")  # Paddle warns about its JIT tooling on import
             import paddle.inference
 
-        global _vlog_registered
-        if not _vlog_registered:
-            # glog binds each VLOG site to a module's level the first time it runs; registering
-            # pir_interpreter now lets hwdeploy.custom_device turn its kernel-program dump on later.
-            from paddle.base import core
-
-            core.set_vlog_level({"pir_interpreter": 0})
-            _vlog_registered = True
+        # Before any interpreter runs: glog binds each VLOG site once, so paddle_kernels can switch
+        # the kernel-program dump on later only if its site is registered now.
+        paddle_kernels.register_dump_site()
         return paddle.inference
-
-
-_vlog_registered = False
 
 
 # Paddle 3.3.1 + oneDNN cannot run these PIR ops: create_predictor succeeds, run() fails with

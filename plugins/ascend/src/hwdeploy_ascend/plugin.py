@@ -2,17 +2,17 @@
 
 Everything Paddle-CustomDevice-generic (discovery in a child process, the
 abort-proof ``enable_custom_device``, per-op placement in the receipt, the
-plugin's hooks themselves) lives in :mod:`hwdeploy.custom_device`; this module
+plugin's hooks themselves) lives in :mod:`hwdeploy_customdevice`; this module
 only says what is Ascend-specific.
 
-Paddle Lite's ``huawei_ascend_npu`` NNAdapter target is converted by the arm
-plugin (hwdeploy-arm, which runs Lite's ``opt``); without it, this plugin
-declares the target and refuses it with an error saying what to install.
+Nothing to convert: Paddle Inference runs the model as it is. Paddle Lite's
+``huawei_ascend_npu`` NNAdapter target is the arm plugin's (hwdeploy-arm, which
+runs Lite's ``opt``).
 """
 
 from __future__ import annotations
 
-from hwdeploy.custom_device import CustomDeviceVendor
+from hwdeploy_customdevice import CustomDeviceVendor
 
 ASCEND = CustomDeviceVendor(
     kind="npu",  # also Paddle's device type, registered by PaddleCustomDevice's Ascend plugin
@@ -25,9 +25,8 @@ ASCEND = CustomDeviceVendor(
     smi="npu-smi",
     smi_usage_args=("info", "-t", "usages", "-i", "{card}"),
     smi_usage_pattern=r"Aicore Usage Rate\(%\)\s*:\s*(\d+(?:\.\d+)?)",
-    lite_target="huawei_ascend_npu",
 )
 
-# The plugin's hooks (discovery, predictors, the npu-smi sampler, the Lite target), made from ASCEND by the
+# The plugin's hooks (discovery, predictors, the npu-smi sampler) made from ASCEND by the
 # shared helper and bound as this module's attributes, where pluggy looks for them.
 globals().update(ASCEND.hookimpls())

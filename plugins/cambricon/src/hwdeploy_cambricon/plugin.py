@@ -2,17 +2,17 @@
 
 Everything Paddle-CustomDevice-generic (discovery in a child process, the
 abort-proof ``enable_custom_device``, per-op placement in the receipt, the
-plugin's hooks themselves) lives in :mod:`hwdeploy.custom_device`; this module
+plugin's hooks themselves) lives in :mod:`hwdeploy_customdevice`; this module
 only says what is Cambricon-specific.
 
-Paddle Lite's ``cambricon_mlu`` NNAdapter target is converted by the arm plugin
-(hwdeploy-arm, which runs Lite's ``opt``); without it, this plugin declares the
-target and refuses it with an error saying what to install.
+Nothing to convert: Paddle Inference runs the model as it is. Paddle Lite's
+``cambricon_mlu`` NNAdapter target is the arm plugin's (hwdeploy-arm, which runs
+Lite's ``opt``).
 """
 
 from __future__ import annotations
 
-from hwdeploy.custom_device import CustomDeviceVendor
+from hwdeploy_customdevice import CustomDeviceVendor
 
 CAMBRICON = CustomDeviceVendor(
     kind="mlu",  # also Paddle's device type, registered by PaddleCustomDevice's MLU plugin
@@ -25,9 +25,8 @@ CAMBRICON = CustomDeviceVendor(
     smi="cnmon",
     smi_usage_args=("info", "-u", "-c", "{card}"),
     smi_usage_pattern=r"MLU Average\s*:\s*(\d+(?:\.\d+)?)\s*%",
-    lite_target="cambricon_mlu",
 )
 
-# The plugin's hooks (discovery, predictors, the cnmon sampler, the Lite target), made from CAMBRICON by the
+# The plugin's hooks (discovery, predictors, the cnmon sampler) made from CAMBRICON by the
 # shared helper and bound as this module's attributes, where pluggy looks for them.
 globals().update(CAMBRICON.hookimpls())

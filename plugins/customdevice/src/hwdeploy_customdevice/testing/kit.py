@@ -1,76 +1,63 @@
-"""Test helpers for plugins that run on the simulated CustomDevice (plugins/ascend, plugins/cambricon).
+"""Test helpers for CustomDevice vendor plugins on the simulated device: build it, run scenarios on it.
 
 Two halves:
 
 - the **parent** side (the pytest process): :func:`sim_root` builds the
-  simulated device or skips, :func:`tiny_models` builds two small models once,
-  :func:`in_child` runs a scenario in a fresh Python process with
-  ``CUSTOM_DEVICE_ROOT`` set (Paddle loads plugins only when first imported,
-  so every test that needs the device runs in a child);
+  simulated device as the vendor's type or skips, :func:`tiny_models` builds two
+  small models once, :func:`in_child` runs a scenario in a fresh Python process
+  with ``CUSTOM_DEVICE_ROOT`` set (Paddle loads plugins only when first
+  imported, so every test that needs the device runs in a child);
 - the **child** side (``scenario_*`` functions, called through
   :func:`hwdeploy.sdk.isolation.run_probe`): run models through ``hwdeploy`` on
   the device and report receipts, parity with the CPU reference, the device's
   own kernel trace and Paddle's kernel inventory as JSON.
 
-Test files put this directory on ``sys.path`` and ``import simdevice_testkit``.
+Any vendor's tests import it (``from hwdeploy_customdevice.testing import kit``);
+:mod:`hwdeploy_customdevice.testing.suite` is built on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from hwdeploy_customdevice import simulated
 
-
-def _load_build():
-    # build.py is loaded by path: a module named "build" would clash with pypa's build package.
-    name = "hwdeploy_simdevice_build"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "build.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-build = _load_build()
-KERNELS = build.KERNELS
+KERNELS = simulated.KERNELS
 
 # ------------------------------------------------------------------------------------------- parent side
 
 
-def sim_root(device_type: str) -> Path:
-    """The simulated ``device_type`` plugin directory (built once per run), or skip the test saying why."""
+def sim_root(device_type: str, visible_env: str | None = None) -> Path:
+    """The simulated ``device_type`` plugin directory (built once per run), or skip the test saying why.
+
+    ``visible_env``: the vendor's visible-devices variable the device honours (see :func:`simulated.build`).
+    """
     import pytest
 
     try:
-        return build.build(device_type)
-    except build.ToolsMissing as exc:
+        return simulated.build(device_type, visible_env=visible_env)
+    except simulated.ToolsMissing as exc:
         pytest.skip(str(exc))
 
 
 def in_child(scenario: str, *args: Any, env: dict[str, str | None] | None = None, timeout: float = 600.0):
-    """Run ``simdevice_testkit.<scenario>(*args)`` in a fresh process; returns the :class:`ProbeResult`.
+    """Run ``<this module>.<scenario>(*args)`` in a fresh process; returns the :class:`ProbeResult`.
 
     ``env`` values of None remove the variable in the child.
     """
     from hwdeploy.sdk.isolation import run_probe
 
-    child_env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                 "OMP_NUM_THREADS": "1"}
+    child_env = {"OMP_NUM_THREADS": "1"}
     removed = [k for k, v in (env or {}).items() if v is None]
     child_env.update({k: v for k, v in (env or {}).items() if v is not None})
     if removed:  # run_probe only adds variables: remove these through the child's own prologue
         child_env["HWDEPLOY_TESTKIT_UNSET"] = ",".join(removed)
-    return run_probe(f"simdevice_testkit:{scenario}", list(args), timeout=timeout, env=child_env)
+    return run_probe(f"{__name__}:{scenario}", list(args), timeout=timeout, env=child_env)
 
 
 def child_value(result) -> Any:
@@ -203,7 +190,7 @@ def scenario_run(runs: list[list[str]], device: str, batch: int = 2, seed: int =
 
     import hwdeploy
 
-    trace = os.environ.get(build.TRACE_ENV)
+    trace = os.environ.get(simulated.TRACE_ENV)
     report: dict[str, Any] = {}
     for name, fallback in runs:
         model = _resolve(name)
@@ -261,10 +248,11 @@ def scenario_paddle_ran_first(model: str, device: str) -> dict[str, Any]:
 
 def scenario_inventory(device_type: str) -> dict[str, Any]:
     """(child) Paddle's view of the device type: own float32 kernels, generic CUSTOM ones, device count."""
-    from hwdeploy import custom_device
+    from hwdeploy_customdevice import ensure_registered, kernel_inventory
 
-    custom_device.ensure_registered(device_type, 0)
-    inventory = custom_device.kernel_inventory()
+    ensure_registered(device_type, 0)
+    inventory = kernel_inventory()
+
     def having(backend: str) -> dict[str, list[str]]:
         table = {name: sorted({d for b, _l, d in keys if b == backend}) for name, keys in inventory.items()}
         return {name: dtypes for name, dtypes in table.items() if dtypes}

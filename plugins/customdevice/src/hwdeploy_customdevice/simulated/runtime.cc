@@ -3,13 +3,14 @@
 // "Device" memory is host memory and every stream operation is synchronous:
 // enough for Paddle to load the plugin, place tensors on "<type>:<id>", run the
 // kernels registered in kernels.cc there and fall back to CPU for the rest.
-// The device type (npu / mlu) is fixed at build time (SIMDEV_TYPE).
+// The device type and the vendor's visible-devices variable are fixed at build
+// time (SIMDEV_TYPE, SIMDEV_VISIBLE_ENV), so one source stands in for any vendor.
 //
 // Environment, read once when Paddle loads the plugin:
 //   SIMDEV_DEVICE_COUNT        physical devices to simulate (default 1, max 16)
-//   <vendor visible env var>   ASCEND_RT_VISIBLE_DEVICES for npu, MLU_VISIBLE_DEVICES
-//                              for mlu: comma-separated physical ids, as the real
-//                              runtimes honour them ("" hides every device)
+//   SIMDEV_VISIBLE_ENV's name  e.g. ASCEND_RT_VISIBLE_DEVICES, MLU_VISIBLE_DEVICES,
+//                              TOPS_VISIBLE_DEVICES: comma-separated physical ids, as
+//                              the real runtimes honour them ("" hides every device)
 //   SIMDEV_MEMORY_MB           reported memory per device (default 8192)
 
 #include <cstdio>

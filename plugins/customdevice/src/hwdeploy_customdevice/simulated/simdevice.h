@@ -1,10 +1,10 @@
 // Shared definitions of the simulated CustomDevice.
 #pragma once
 
-// Set by CMakeLists.txt: the device type token (npu, mlu) and its vendor's
-// visible-devices environment variable.
+// Set by CMakeLists.txt: the device type token (npu, mlu, gcu...) and its
+// vendor's visible-devices environment variable (ASCEND_RT_VISIBLE_DEVICES...).
 #ifndef SIMDEV_BACKEND
-#error "build with -DSIMDEV_BACKEND=npu (or mlu): see CMakeLists.txt"
+#error "build with -DSIMDEV_BACKEND=<type>: see CMakeLists.txt"
 #endif
 #ifndef SIMDEV_VISIBLE_ENV
 #error "build with -DSIMDEV_VISIBLE_ENV=\"...\": see CMakeLists.txt"
