@@ -206,7 +206,7 @@ def test_states_are_kept_distinct_in_the_matrix(lab, tmp_path):
         ("lab-b / faultsegv:0", "mlp/fp32"): "crashed",
         ("lab-b / faulthang:0", "mlp/fp32"): "hung",
         ("lab-c / cpu:0", "mlp/fp32"): "incomplete",
-    }, json.dumps(states)
+    }, states
     assert set(states.values()) == set(S.STATES) - {"fail"}  # fail: the superseded 1.0 report, below
     incomplete = row(board, "lab-c / cpu:0")
     assert "determinism" in incomplete["cells"][CELL]["missing_mandatory"]

@@ -476,7 +476,7 @@ details.evidence { border: 1px solid var(--line); border-radius: 6px; margin: 6p
 details.evidence[open] { background: #f6f8fa; } details.evidence.target { outline: 3px solid #ffd33d; }
 details.evidence summary { cursor: pointer; font-weight: 600; }
 details.evidence table { margin: 6px 0; width: 100%; background: #fff; }
-pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12px/1.35 ui-monospace, SFMono-Regular, Menlo, monospace; }
+pre { margin: 2px 0 0; max-height: 14em; overflow: auto; white-space: pre-wrap; word-break: break-word; font: 12px/1.35 ui-monospace, SFMono-Regular, Menlo, monospace; }
 .rejected td { color: var(--fail); } .muted { color: var(--muted); }
 .hidden-state { opacity: .15; }
 svg.trend text { font: 11px system-ui, sans-serif; fill: var(--ink); }
@@ -539,14 +539,14 @@ def _evidence_id(r: int, c: int) -> str:
 
 def _trend_svg(group: dict[str, Any]) -> str:
     points = [p for p in group["points"] if p["pass_rate"] is not None]
-    width, height, pad = 360, 150, 34
+    width, height, pad, left = 360, 150, 34, 64
     n = max(len(points), 1)
-    xs = [pad + (width - 2 * pad) * (i / (n - 1) if n > 1 else 0.5) for i in range(len(points))]
+    xs = [left + (width - left - pad) * (i / (n - 1) if n > 1 else 0.5) for i in range(len(points))]
     ys = [height - pad - (height - 2 * pad) * p["pass_rate"] for p in points]
     parts = [f'<svg class="trend" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img"'
              f' aria-label="mandatory pass rate per plugin version">',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#d1d9e0"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{width - pad}" y2="{pad}" stroke="#d1d9e0" stroke-dasharray="3 3"/>',
+             f'<line x1="{left - 20}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#d1d9e0"/>',
+             f'<line x1="{left - 20}" y1="{pad}" x2="{width - pad}" y2="{pad}" stroke="#d1d9e0" stroke-dasharray="3 3"/>',
              f'<text x="2" y="{pad + 4}">100%</text><text x="8" y="{height - pad + 4}">0%</text>']
     if len(points) > 1:
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
