@@ -100,3 +100,20 @@ def test_the_library_is_quiet_unless_asked():
     asked = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(level=logging.DEBUG)\n" + code],
                            capture_output=True, text=True, timeout=300)
     assert "hwdeploy auto: chose cpu:0" in asked.stderr
+
+
+def test_unwritable_outputs_are_refused_before_the_model_runs(tmp_path):
+    for option in ("--receipt", "--output"):
+        out = hwdeploy_cli("run", "zoo:mlp", "--device", "cpu", option, str(tmp_path / "missing" / "x.json"))
+        assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+        assert "create" not in out.stdout  # no results table: nothing ran
+    (tmp_path / "file.txt").write_text("x")  # DEST is an existing file
+    out = hwdeploy_cli("zoo", "export", "mlp", str(tmp_path / "file.txt"))
+    assert out.returncode == 1 and "not a directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_fifo_input_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "inputs.npy"
+    os.mkfifo(fifo)
+    out = hwdeploy_cli("run", "zoo:mlp", "--device", "cpu", "--input", str(fifo), timeout=120)
+    assert out.returncode == 1 and "not a regular file" in out.stderr

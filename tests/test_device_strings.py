@@ -21,7 +21,7 @@ def test_known_forms_parse(text, expected):
 
 
 @pytest.mark.parametrize("text", ["", ":", "gpu:", "gpu:x", "gpu:-1", "gpu:1:2", "1gpu", "g pu", "gpu:1.5",
-                                  "auto:slowest", "cpu:9999999", None, 3])
+                                  "auto:slowest", "cpu:9999999", "cpu:²", "npu:٣", None, 3])
 def test_malformed_strings_raise_a_clear_error(text):
     with pytest.raises(DeviceStringError) as info:
         DeviceSpec.parse(text)

@@ -5,19 +5,19 @@
     outputs = p.run(image)
     print(p.device, p.receipt().to_json())
 
-Importing hwdeploy does not import Paddle.
+Importing hwdeploy does not import Paddle. The user API is here; the plugin contract is
+:mod:`hwdeploy.contract`, the plugin-author SDK :mod:`hwdeploy.sdk` (see docs/plugin-authors.md).
 """
 
-from hwdeploy.api import convert, conversion_targets, devices, predictor
-from hwdeploy.contract.records import Device, DeviceSpec
-from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError, DeviceStringError, FallbackError,
-                             HwdeployError, InputError, ModelError, ModelFormatError, ModelNotFoundError, OptionError, PluginError,
-                             UnsupportedOpsError)
+from hwdeploy.api import convert, conversion_targets, devices, disable_plugins, predictor
 from hwdeploy.contract.hookspecs import hookimpl
 from hwdeploy.contract.model import MODEL_SCHEMES, Model, TensorSpec, load_model
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.receipt import OpPlacement, Receipt
-from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget
+from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget, Device, DeviceSpec
+from hwdeploy.errors import (BackendError, ConcurrentUseError, ConversionError, DeviceNotFoundError, DeviceStringError,
+                             FallbackError, HwdeployError, InputError, ModelError, ModelFormatError, ModelNotFoundError,
+                             OptionError, PluginError, UnsupportedOpsError)
 
 
 def _zoo_model(name: str) -> Model:
@@ -29,8 +29,9 @@ def _zoo_model(name: str) -> Model:
 MODEL_SCHEMES["zoo"] = _zoo_model  # "zoo:mobilenet_v2"; the zoo is imported (and built) only when used
 
 __all__ = [
-    "Artifact", "BackendError", "CliCommand", "ConversionError", "ConversionTarget", "Device", "DeviceNotFoundError",
-    "DeviceSpec", "DeviceStringError", "FallbackError", "HwdeployError", "InputError", "Model", "ModelError",
-    "ModelFormatError", "ModelNotFoundError", "OptionError", "OpPlacement", "PluginError", "Predictor", "Receipt", "TensorSpec",
-    "UnsupportedOpsError", "convert", "conversion_targets", "devices", "hookimpl", "load_model", "predictor",
+    "Artifact", "BackendError", "CliCommand", "ConcurrentUseError", "ConversionError", "ConversionTarget", "Device",
+    "DeviceNotFoundError", "DeviceSpec", "DeviceStringError", "FallbackError", "HwdeployError", "InputError", "Model",
+    "ModelError", "ModelFormatError", "ModelNotFoundError", "OpPlacement", "OptionError", "PluginError", "Predictor",
+    "Receipt", "TensorSpec", "UnsupportedOpsError", "convert", "conversion_targets", "devices", "disable_plugins",
+    "hookimpl", "load_model", "predictor",
 ]

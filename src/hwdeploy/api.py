@@ -101,10 +101,6 @@ def convert(model: ModelLike, target: str, *, refresh: bool = False, **options: 
     final = cache_dir("convert", target) / key
     if refresh and final.exists():
         shutil.rmtree(final)
-    if (final / "artifact.json").exists():
-        artifact = Artifact.load(final)
-        artifact.cached = True
-        return artifact
 
     def build(tmp):
         made = manager.call_first("hwdeploy_convert_model", model=model, target=target, options=dict(options),
@@ -120,9 +116,11 @@ def convert(model: ModelLike, target: str, *, refresh: bool = False, **options: 
         artifact.save()
 
     try:
-        build_once(final, build)
+        _, built = build_once(final, build)  # verifies a cached entry first; a damaged one is built again
     except HwdeployError:
         raise
     except Exception as exc:
         raise ConversionError(f"converting {model.name} for {target!r} failed: {type(exc).__name__}: {exc}") from exc
-    return Artifact.load(final)
+    artifact = Artifact.load(final)
+    artifact.cached = not built
+    return artifact

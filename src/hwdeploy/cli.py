@@ -33,6 +33,13 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, width=width)
 
 
+def _error(text: str) -> None:
+    """One error line on stderr, never wrapped (logs and scripts grep it), never read as markup."""
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[red]error:[/] {escape(text)}", soft_wrap=True)
+
+
 def _console_on(stream):
     from rich.console import Console
 
@@ -184,6 +191,8 @@ def _load_inputs(predictor, args: argparse.Namespace) -> list[np.ndarray]:
             path = Path(item)
             if not path.exists():
                 raise InputError(f"input file not found: {path}")
+            if not path.is_file():  # a FIFO or a device would block or never end
+                raise InputError(f"input {path} is not a regular file")
             try:
                 arrays.append(np.load(path, allow_pickle=False))
             except (ValueError, OSError) as exc:
@@ -197,6 +206,26 @@ def _load_inputs(predictor, args: argparse.Namespace) -> list[np.ndarray]:
     from hwdeploy.sdk.inputs import random_inputs
 
     return random_inputs(predictor.inputs, args.batch, args.seed)
+
+
+def _check_writable(path: str | None, option: str, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written *before* any model runs, so no work is lost."""
+    import os
+
+    from hwdeploy.errors import OptionError
+
+    if not path:
+        return
+    target = Path(path)
+    parent = target if directory and target.exists() else target.parent
+    if target.exists() and (target.is_dir() != directory):
+        raise OptionError(f"{option} {path}: exists and is {'not ' if directory else ''}a directory")
+    if not parent.exists():
+        if directory:
+            return _check_writable(str(parent), option, directory=True) if parent != target else None
+        raise OptionError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OptionError(f"{option} {path}: {parent} is not writable")
 
 
 def _run_one(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -244,6 +273,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hwdeploy.contract.records import DeviceSpec
     from hwdeploy.selection import select_devices
 
+    _check_writable(args.receipt, "--receipt")
+    _check_writable(args.output, "--output")
     spec = DeviceSpec.parse(args.device)
     if spec.kind != "auto":  # a device that is not here is refused once, before any model is loaded
         select_devices(spec, hwdeploy.devices())
@@ -271,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(results if len(results) > 1 else results[0])
     elif len(results) == 1 and "error" in results[0]:
-        _console(stderr=True).print(f"[red]error:[/] {results[0]['error']}")
+        _error(results[0]["error"])
     else:
         table = Table(title=f"hwdeploy run --device {args.device}")
         for column in ("model", "ran on", "backend", "create", "latency", "outputs"):
@@ -332,6 +363,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return EXIT_OK if args.list else EXIT_USAGE
     if not args.model:
         raise SystemExit("convert needs MODEL and --target")
+    _check_writable(args.out, "--out", directory=True)
     with _console(stderr=True).status(f"converting {args.model} for {args.target}", spinner="dots"):
         artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **_parse_options(args.option))
     if args.out:
@@ -355,6 +387,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from hwdeploy import zoo
 
     if args.zoo_command == "export":
+        _check_writable(args.dest, "export DEST", directory=True)
         path = zoo.export(args.name, Path(args.dest), format=args.format)
         _console().print(f"exported {args.name} ({args.format}) to {path}")
         return EXIT_OK
@@ -453,8 +486,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
 
 def _broken_command(plugin: str, name: str, exc: Exception):
     def run(_args: argparse.Namespace) -> int:
-        _console(stderr=True).print(f"[red]error:[/] command {name!r} of plugin {plugin!r} is broken"
-                                    f" ({type(exc).__name__}: {exc}); see `hwdeploy plugins`")
+        _error(f"command {name!r} of plugin {plugin!r} is broken ({type(exc).__name__}: {exc}); see `hwdeploy plugins`")
         return EXIT_FAIL
     return run
 
@@ -473,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         with _stdout_to_stderr() if getattr(args, "json", False) else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except HwdeployError as exc:
-        _console(stderr=True).print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        _error(f"{type(exc).__name__}: {exc}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -53,6 +53,13 @@ class InputError(HwdeployError, ValueError):
     """Inputs that do not match the model: name, count, rank, shape, dtype, NaN/Inf, empty."""
 
 
+class ConcurrentUseError(HwdeployError, RuntimeError):
+    """One predictor was run from two threads at once: Paddle's runtimes then mix up the callers' outputs.
+
+    Give each thread its own ``predictor.clone()``.
+    """
+
+
 class FallbackError(HwdeployError):
     """The requested device is not (entirely) where the model really runs.
 

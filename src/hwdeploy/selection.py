@@ -59,7 +59,7 @@ def _installed(name: str) -> bool:
 
 
 def how_to_get(kind: str) -> str:
-    """``"pip install 'hwdeploy[gpu]' (hwdeploy-nvidia)"`` for a kind a not-installed plugin extra adds, else ""."""
+    """``"pip install 'hwdeploy[acme]' (hwdeploy-acme)"`` for a kind a not-installed plugin extra adds, else ""."""
     offered = offered_plugins()
     if kind in offered:
         return f"pip install 'hwdeploy[{kind}]' ({', '.join(offered[kind])})"

@@ -218,9 +218,8 @@ def get(name: str) -> ZooModel:
             return _loaded[key]
         final = root / name
         lock = root / f".{name}.lock"
-        if not final.is_dir():
-            with _file_lock(lock):  # the other processes wait here for the one that builds
-                build_once(final, lambda tmp: _build(name, tmp))
+        with _file_lock(lock):  # the other processes wait here for the one that builds (or repairs)
+            build_once(final, lambda tmp: _build(name, tmp))  # verifies a cached entry; a damaged one is rebuilt
         try:
             model = _load(e, final)
         except ModelError:

@@ -179,10 +179,47 @@ def model_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
     from hwdeploy.sdk import paddle_format
 
     program = paddle_format.load_pir_program(model.program)
-    inputs = [TensorSpec(n, tuple(s), d) for n, d, s in program.inputs]
+    ranges = index_ranges(program)
+    inputs = [TensorSpec(n, tuple(s), d, ranges.get(n)) for n, d, s in program.inputs]
     outputs = []
     for op in program.ops:
         if op.type == "pd_op.fetch":
             dtype, shape = op.output_types[0] or ("", ())
             outputs.append(TensorSpec(op.attrs.get("name", f"fetch_{len(outputs)}"), tuple(shape), dtype))
     return inputs, outputs
+
+
+# Ops whose integer operand indexes rows of a parameter: (op type, index operand, table operand).
+_INDEX_OPS = {"pd_op.embedding": (0, 1), "pd_op.lookup_table_v2": (0, 1)}
+# Ops an index passes through unchanged on its way from the input (shape changes only).
+_PASSTHROUGH = {"pd_op.cast", "pd_op.reshape", "pd_op.unsqueeze", "pd_op.squeeze", "pd_op.flatten",
+                "pd_op.transpose", "pd_op.assign"}
+
+
+def index_ranges(program: Any) -> dict[str, tuple[int, int]]:
+    """Input name -> [0, rows) for inputs that index an embedding table (directly or through reshapes/casts).
+
+    Paddle's embedding kernels do not check their ids: -1 or ``rows`` reads out of bounds (NaN or garbage).
+    """
+    producer = {}
+    for op in program.ops:
+        for value in op.outputs:
+            if value is not None:
+                producer[value] = op
+    ranges: dict[str, tuple[int, int]] = {}
+    for op in program.ops:
+        operands = _INDEX_OPS.get(op.type)
+        if not operands or max(operands) >= len(op.inputs):
+            continue
+        table = producer.get(op.inputs[operands[1]])
+        table_type = table.output_types[0] if table is not None and table.output_types else None
+        if not table_type or len(table_type[1]) != 2 or table_type[1][0] <= 0:
+            continue
+        source, hops = producer.get(op.inputs[operands[0]]), 0
+        while source is not None and source.type in _PASSTHROUGH and source.inputs and hops < 8:
+            source, hops = producer.get(source.inputs[0]), hops + 1
+        if source is not None and source.type == "pd_op.data" and source.attrs.get("name"):
+            name, rows = source.attrs["name"], int(table_type[1][0])
+            low, high = ranges.get(name, (0, rows))
+            ranges[name] = (low, min(high, rows))
+    return ranges

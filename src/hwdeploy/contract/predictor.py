@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import InputError
+from hwdeploy.errors import ConcurrentUseError, InputError
 from hwdeploy.contract.model import Model, TensorSpec
 from hwdeploy.contract.receipt import Receipt
 
@@ -44,12 +45,25 @@ class Predictor(abc.ABC):
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
 
+    #: Largest input (bytes) :meth:`run` accepts; None: a quarter of the memory available when first checked.
+    #: Set it on a predictor (``p.max_input_bytes = 8 << 30``) to accept larger inputs.
+    max_input_bytes: int | None = None
+
     def run(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         """Run on numpy arrays given positionally, as one dict, or as keywords.
 
-        Returns the outputs as numpy arrays, in :attr:`output_names` order.
+        Returns the outputs as numpy arrays, in :attr:`output_names` order. Raises
+        :class:`ConcurrentUseError` if another thread is running this predictor right now (Paddle's runtimes
+        would hand each caller the other's outputs): give each thread its own :meth:`clone`.
         """
-        return self._run(self.prepare_inputs(args, kwargs))
+        lock = self.__dict__.get("_run_lock") or self.__dict__.setdefault("_run_lock", threading.Lock())
+        if not lock.acquire(blocking=False):
+            raise ConcurrentUseError(f"{self!r} is already running in another thread; one predictor serves one"
+                                     " thread at a time: call predictor.clone() once per thread")
+        try:
+            return self._run(self.prepare_inputs(args, kwargs))
+        finally:
+            lock.release()
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         return self.run(*args, **kwargs)
@@ -61,10 +75,10 @@ class Predictor(abc.ABC):
             # checks, precomputed per spec. Anything else takes the full path below, which raises.
             plans = self.__dict__.get("_input_plans")
             if plans is None or plans[0] is not specs:
-                plans = self._input_plans = (specs, [_FastCheck(spec) for spec in specs])
-            check_finite = self.check_finite
+                plans = self._input_plans = (specs, [_FastCheck(spec) for spec in specs], self._input_budget())
+            check_finite, budget = self.check_finite, plans[2]
             for plan, array in zip(plans[1], args):
-                if not plan.accepts(array, check_finite):
+                if not plan.accepts(array, check_finite, budget):
                     break
             else:
                 return list(args)
@@ -84,7 +98,11 @@ class Predictor(abc.ABC):
             if len(args) != len(specs):
                 raise InputError(f"model takes {len(specs)} input(s) {self.input_names}, got {len(args)}")
             arrays = list(args)
-        return [check_input(spec, array, self.check_finite) for spec, array in zip(specs, arrays)]
+        budget = self._input_budget()
+        return [check_input(spec, array, self.check_finite, budget) for spec, array in zip(specs, arrays)]
+
+    def _input_budget(self) -> int:
+        return self.max_input_bytes if self.max_input_bytes is not None else default_input_budget()
 
     @abc.abstractmethod
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -121,6 +139,7 @@ class Predictor(abc.ABC):
     def clone(self) -> "Predictor":
         """A predictor for another thread (Paddle's rule: one predictor per thread)."""
         twin = self._clone()
+        twin.__dict__["_run_lock"] = threading.Lock()  # a clone is for another thread: never the original's lock
         twin.add_receipt_fields(**self.__dict__.get("_extra_receipt_fields", {}))
         return twin
 
@@ -144,7 +163,7 @@ class _FastCheck:
     itself unchanged; any doubt answers False and the full check runs.
     """
 
-    __slots__ = ("dtype", "rank", "lead", "tail", "static", "floating")
+    __slots__ = ("dtype", "rank", "lead", "tail", "static", "floating", "value_range")
 
     def __init__(self, spec: TensorSpec):
         try:
@@ -160,8 +179,9 @@ class _FastCheck:
         # Dynamic axes after a static one: compare the static axes one by one.
         self.static = None if all(d >= 0 for d in self.tail) else [(i, d) for i, d in enumerate(shape) if d >= 0]
         self.floating = self.dtype is not None and self.dtype.kind in "fc"
+        self.value_range = spec.value_range
 
-    def accepts(self, array: Any, check_finite: bool) -> bool:
+    def accepts(self, array: Any, check_finite: bool, budget: int) -> bool:
         if type(array) is not np.ndarray or self.dtype is None or array.dtype is not self.dtype:
             return False
         if self.rank is not None:
@@ -173,13 +193,18 @@ class _FastCheck:
                     return False
             elif any(shape[i] != d for i, d in self.static):
                 return False
-        if not array.size or not array.flags.c_contiguous:
+        if not array.size or not array.flags.c_contiguous or array.nbytes > budget:
+            return False
+        if self.value_range is not None and not _in_range(array, self.value_range):
             return False
         return not (check_finite and self.floating and not _all_finite(array))
 
 
-def check_input(spec: TensorSpec, array: Any, check_finite: bool = True) -> np.ndarray:
-    """Return ``array`` as a C-contiguous ndarray matching ``spec`` or raise :class:`InputError`."""
+def check_input(spec: TensorSpec, array: Any, check_finite: bool = True, budget: int | None = None) -> np.ndarray:
+    """Return ``array`` as a C-contiguous ndarray matching ``spec`` or raise :class:`InputError`.
+
+    ``budget``: the most bytes the array may take once contiguous (checked before anything is copied).
+    """
     if not isinstance(array, np.ndarray):
         try:
             array = np.asarray(array)
@@ -201,7 +226,19 @@ def check_input(spec: TensorSpec, array: Any, check_finite: bool = True) -> np.n
                                  f" {list(spec.shape)} (axis {axis}: {got} != {want})")
     if array.size == 0:
         raise InputError(f"input {spec.name!r}: empty array (shape {list(array.shape)})")
-    if check_finite and array.dtype.kind in "fc" and not _all_finite(array):
+    budget = default_input_budget() if budget is None else budget
+    if array.nbytes > budget:  # nbytes is the contiguous size, even for a zero-copy broadcast view
+        raise InputError(f"input {spec.name!r}: {array.nbytes / 2**30:.2f} GiB (shape {list(array.shape)}) exceeds"
+                         f" the input budget of {budget / 2**30:.2f} GiB (a quarter of the memory available);"
+                         " set predictor.max_input_bytes to accept more")
+    distinct = _distinct_elements(array)  # a broadcast view is checked on its distinct elements, never expanded
+    if spec.value_range is not None and array.dtype.kind in "iu" and not _in_range(distinct, spec.value_range):
+        low, high = spec.value_range
+        bad = int(np.count_nonzero((distinct < low) | (distinct >= high)))
+        raise InputError(f"input {spec.name!r}: {bad} value(s) outside [{low}, {high}) (min {int(distinct.min())},"
+                         f" max {int(distinct.max())}): it indexes a table of {high} rows")
+    if check_finite and array.dtype.kind in "fc" and not _all_finite(distinct):
+        array = distinct
         bad = ~np.isfinite(array)
         raise InputError(f"input {spec.name!r}: {int(bad.sum())} NaN/Inf value(s), first at index"
                          f" {tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))}")
@@ -214,3 +251,37 @@ def _all_finite(array: np.ndarray) -> bool:
     # Never warns (a sum overflows on huge finite values) and costs about one pass: as cheap as a sum on
     # large inputs, 3x cheaper than isfinite().all() on small ones (count_nonzero skips ufunc machinery).
     return np.count_nonzero(np.isfinite(array)) == array.size
+
+
+def _in_range(array: np.ndarray, value_range: tuple[int, int]) -> bool:
+    return array.dtype.kind not in "iu" or (int(array.min()) >= value_range[0] and int(array.max()) < value_range[1])
+
+
+def _distinct_elements(array: np.ndarray) -> np.ndarray:
+    """``array`` without its zero-stride (broadcast) axes: the same values, stored once."""
+    if 0 not in array.strides:
+        return array
+    return array[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in array.strides)]
+
+
+_budget: list[int] = []
+
+
+def default_input_budget() -> int:
+    """A quarter of the memory available (``MemAvailable``) when first asked, else of physical memory."""
+    if not _budget:
+        available = None
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        available = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            pass
+        if available is None:
+            from hwdeploy.sdk.hostinfo import memory_bytes
+
+            available = memory_bytes() or 8 << 30
+        _budget.append(max(available // 4, 64 << 20))
+    return _budget[0]

@@ -23,9 +23,15 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    #: For integer inputs that index something (token ids into an embedding): the valid values, [low, high).
+    #: Read from the program; an id outside it would read out of bounds in the runtime.
+    value_range: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.value_range is not None:
+            data["value_range"] = list(self.value_range)
+        return data
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class DeviceSpec:
             raise DeviceStringError(f"unknown auto mode {index!r} in device string {raw!r}; known: {', '.join(AUTO_MODES)}")
         if index is None:
             return cls(kind)
-        if not index.isdigit() or len(index) > 6:
+        if not (index.isascii() and index.isdigit()) or len(index) > 6:  # "²".isdigit() is True
             raise DeviceStringError(f"malformed device index in {raw!r}: expected a non-negative integer, e.g. '{kind}:0'")
         return cls(kind, int(index))
 

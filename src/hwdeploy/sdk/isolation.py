@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Sequence
 
-from hwdeploy.sdk.cache import cache_dir, cache_key
+from hwdeploy.sdk.cache import cache_dir, cache_key, read_verified_file, write_verified_file
 
 _MARK = "\x1ehwdeploy-probe-result:"
 
@@ -77,19 +77,20 @@ def run_probe(target: str, args: Sequence[Any] = (), *, timeout: float = 30.0, e
         if hit is None:
             path = cache_dir("probes") / f"{key}.json"
             try:
-                if time.time() - path.stat().st_mtime < cache_ttl:
-                    hit = ProbeResult(**json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
+                fresh = time.time() - path.stat().st_mtime < cache_ttl
+            except OSError:
+                fresh = False
+            text = read_verified_file(path) if fresh else None  # a damaged file is dropped, and probed again
+            try:
+                hit = ProbeResult(**json.loads(text)) if text is not None else None
+            except (ValueError, TypeError):
                 hit = None
         if hit is not None:
             return hit
     result = _run(target, args, timeout, env, python)
     if cache_ttl > 0 and result.ok:
         _memory_cache[key] = result
-        path = cache_dir("probes") / f"{key}.json"
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result.__dict__))
-        os.replace(tmp, path)
+        write_verified_file(cache_dir("probes") / f"{key}.json", json.dumps(result.__dict__))
     return result
 
 

@@ -221,7 +221,7 @@ def setup_lite_env(base_python: str | None = None, *, force: bool = False, timeo
         info.update(base_python=base, requirement=LITE_REQUIREMENT)
         (tmp / MARKER).write_text(json.dumps(info, indent=1))
 
-    build_once(env_dir, build)
+    build_once(env_dir, build, verify="size")  # a venv: Python adds __pycache__ files later; sizes of what pip installed
     # A venv's python finds its site-packages next to pyvenv.cfg, so renaming the directory is safe.
     return _venv_python(env_dir)
 
