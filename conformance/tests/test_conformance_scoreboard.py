@@ -228,7 +228,11 @@ def test_mandatory_pass_rate_per_device_and_trend_over_plugin_versions(lab, tmp_
     board = S.merge(lab.values(), tmp_path / "board", allow_incomplete=True)
     n = len(S.mandatory_checks())
     cpu = row(board, "lab-a / cpu:0")["mandatory"]
-    assert (cpu["passed"], cpu["total"], cpu["pass_rate"]) == (n, n, 1.0)  # the skipped fp16 is not counted
+    # fp16 was asked for and the CPU declines it: its mandatory checks count, not passed; no "conformant".
+    assert (cpu["passed"], cpu["total"], cpu["pass_rate"]) == (n, 2 * n, 0.5)
+    assert row(board, "lab-a / cpu:0")["verdict"] == "incomplete"
+    assert row(board, "lab-a / labnpu:0")["verdict"] == "conformant"
+    assert row(board, "lab-b / labnpu:0")["verdict"] == "not conformant"  # an expected failure is not conformance
     assert row(board, "lab-a / labnpu:0")["plugin_version"] == "1.1"
     xfail = row(board, "lab-b / labnpu:0")["mandatory"]
     assert (xfail["passed"], xfail["total"]) == (n - 1, n)  # an expected failure is not a pass

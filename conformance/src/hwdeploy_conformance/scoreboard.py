@@ -45,7 +45,8 @@ STATE_HELP = {
     FAIL: "a check failed (or errored) and no expected-failure entry covers it",
     CRASHED: "the worker died (signal/exit) during a check",
     HUNG: "a check ran past its timeout and was killed",
-    SKIPPED: "nothing ran: the device declines this precision/model (the plugin's reason is the evidence)",
+    SKIPPED: "nothing ran: the device declines this precision/model (the plugin's reason is the evidence);"
+             " the run is not conformant as asked",
     XFAIL: "only expected failures (the device's expected-failures file) - CI green, not conformant",
     INCOMPLETE: "mandatory checks missing, blocked or skipped: no verdict can be given",
 }
@@ -303,10 +304,11 @@ class Merge:
                             "duration_s": c.get("duration_s")} for c in checks]
             cells[case] = {"state": state, "missing_mandatory": missing, "checks": cell_checks,
                            "xpass": [c["check"] for c in checks if c["outcome"] == C.XPASS]}
-            if state != SKIPPED:  # a precision the device declines (nothing ran) is not counted
-                names = mandatory_checks()
-                total += len(names)
-                passed += sum(1 for c in cell_checks if c["check"] in names and c["state"] == PASS)
+            # Every case of the run counts, a precision the device declines (skipped) included: its mandatory
+            # checks did not pass (the verdict rule: every mandatory check ran and passed for every case).
+            names = mandatory_checks()
+            total += len(names)
+            passed += sum(1 for c in cell_checks if c["check"] in names and c["state"] == PASS)
         created = _created(report)
         age = (now - created).total_seconds() / 86400
         summary = report["summary"]
@@ -314,7 +316,7 @@ class Merge:
         states = {c["state"] for c in cells.values()}
         if states & {FAIL, CRASHED, HUNG, XFAIL}:
             verdict = "not conformant"
-        elif INCOMPLETE in states or PASS not in states:
+        elif states - {PASS}:  # incomplete or skipped cases: no verdict for the run as asked
             verdict = "incomplete"
         else:
             verdict = "conformant"
