@@ -11,13 +11,20 @@ import platform
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
-from hwdeploy.sdk.options import check_options
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, memory_bytes
 from hwdeploy.sdk import paddle_inference as pi
 
 KIND = "cpu"
-OPTIONS = {"threads", "ir_optim", "onednn", "memory_optim", "optim_cache", "check_finite", "precision"}
+OPTIONS = OptionSchema("cpu backend", [
+    THREADS,
+    Option("ir_optim", bool, True, "Paddle's graph optimisation passes (off gives up every fusion)", nullable=False),
+    Option("onednn", bool, None, "oneDNN kernels (default: on, unless the program has ops oneDNN cannot run)"),
+    Option("memory_optim", bool, None, "Paddle's memory reuse pass (default: legacy programs only)"),
+    Option("optim_cache", bool, True, "cache the optimised program on disk", nullable=False),
+    CHECK_FINITE,
+    Option("precision", str, "fp32", "numeric precision", choices=("fp32",), nullable=False),
+])
 
 
 @hookimpl
@@ -37,16 +44,13 @@ def hwdeploy_discover_devices() -> list[Device]:
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.kind != KIND or device.backend != pi.BACKEND:
         return None
-    check_options("cpu backend", options, OPTIONS)
-    precision = options.get("precision", "fp32")
-    if precision != "fp32":
-        raise OptionError(f"cpu backend: precision {precision!r} is not supported (fp32 only)")
-    config = pi.make_config(model, threads=options.get("threads"), ir_optim=options.get("ir_optim", True),
-                            onednn=options.get("onednn"), memory_optim=options.get("memory_optim"),
-                            optim_cache=options.get("optim_cache", True))
-    blockers = pi.onednn_blockers(model) if options.get("onednn") is None else []
+    settings = OPTIONS.check(options)
+    config = pi.make_config(model, threads=settings["threads"], ir_optim=settings["ir_optim"],
+                            onednn=settings["onednn"], memory_optim=settings["memory_optim"],
+                            optim_cache=settings["optim_cache"])
+    blockers = pi.onednn_blockers(model) if settings["onednn"] is None else []
     predictor = pi.PaddleInferencePredictor(model, device, config, options=options,
-                                            check_finite=options.get("check_finite", True))
+                                            check_finite=settings["check_finite"])
     if blockers:
         predictor.notes.append(f"oneDNN disabled: Paddle {pi.paddle_version()} cannot run {blockers} with oneDNN")
     return predictor

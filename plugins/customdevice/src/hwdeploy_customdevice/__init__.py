@@ -46,10 +46,10 @@ from hwdeploy_customdevice.placement import (BLACK_LIST_ENV, Placement, black_li
                                              kernel_inventory)
 from hwdeploy_customdevice.predictor import CustomDevicePredictor, create_custom_device_predictor, sample_inputs
 from hwdeploy_customdevice.smi import SmiReport, SmiSampler, run_smi
-from hwdeploy_customdevice.vendor import BACKEND, OPTIONS, CustomDeviceVendor
+from hwdeploy_customdevice.vendor import BACKEND, OPTION_LIST, CustomDeviceVendor
 
 __all__ = [
-    "BACKEND", "BLACK_LIST_ENV", "OPTIONS", "CustomDevicePredictor", "CustomDeviceProbe", "CustomDeviceVendor",
+    "BACKEND", "BLACK_LIST_ENV", "OPTION_LIST", "CustomDevicePredictor", "CustomDeviceProbe", "CustomDeviceVendor",
     "Placement", "SmiReport", "SmiSampler", "black_list", "classify", "create_custom_device_predictor",
     "device_kernels", "ensure_registered", "kernel_inventory", "plugin_libraries", "plugin_search_dirs",
     "registered_custom_devices", "run_smi", "sample_inputs", "visible_device_ids",

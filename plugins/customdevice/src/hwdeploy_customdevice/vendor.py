@@ -16,17 +16,25 @@ from typing import Any, Callable
 from hwdeploy.contract.hookspecs import hookimpl
 from hwdeploy.contract.model import Model
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import OptionError
 from hwdeploy.sdk import paddle_inference as pi
-from hwdeploy.sdk.options import check_options
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 
 from hwdeploy_customdevice.discovery import registered_custom_devices, visible_device_ids
 from hwdeploy_customdevice.predictor import CustomDevicePredictor, create_custom_device_predictor
 from hwdeploy_customdevice.smi import SmiSampler, run_smi
 
 BACKEND = pi.BACKEND
-#: Options ``hwdeploy.predictor`` accepts for a custom device.
-OPTIONS = {"threads", "ir_optim", "onednn", "optim_cache", "check_finite", "precision", "warmup_inputs"}
+#: Options ``hwdeploy.predictor`` accepts for a custom device (checked per vendor, named after its kind).
+OPTION_LIST = [
+    THREADS,
+    Option("ir_optim", bool, True, "Paddle's graph optimisation passes", nullable=False),
+    Option("onednn", bool, False, "oneDNN kernels for the ops that fall back to the host", nullable=False),
+    Option("optim_cache", bool, True, "cache the optimised program on disk", nullable=False),
+    CHECK_FINITE,
+    Option("precision", str, "fp32", "numeric precision", choices=("fp32",), nullable=False),
+    Option("warmup_inputs", (list, tuple), None, "inputs of the warm-up run that records per-op placement"
+           " (default: made up from the input specs)"),
+]
 
 
 @dataclass(frozen=True)
@@ -92,13 +100,9 @@ class CustomDeviceVendor:
         """A predictor for ``device`` if it is this vendor's, else None (the hook's contract)."""
         if device.kind != self.kind or device.backend != BACKEND:
             return None
-        check_options(f"{self.kind} backend", options, OPTIONS)
-        precision = options.get("precision", "fp32")
-        if precision != "fp32":
-            raise OptionError(f"{self.kind} backend: precision {precision!r} is not supported (fp32 only)")
-        kwargs = {k: options[k] for k in ("threads", "ir_optim", "onednn", "optim_cache", "check_finite",
-                                          "warmup_inputs") if k in options}
-        return create_custom_device_predictor(model, device, self.device_type, options=options, **kwargs)
+        settings = OptionSchema(f"{self.kind} backend", OPTION_LIST).check(options)
+        settings.pop("precision")  # fp32, the only choice
+        return create_custom_device_predictor(model, device, self.device_type, options=options, **settings)
 
     # ---- utilisation
     def utilization_sampler(self, device: Device, interval: float = 0.2) -> SmiSampler | None:
