@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
 from hwdeploy.contract.records import TensorSpec
-from hwdeploy.errors import ModelError, ModelFormatError, ModelNotFoundError
+from hwdeploy.errors import HwdeployError, ModelError, ModelFormatError, ModelNotFoundError
 
 __all__ = ["MODEL_SCHEMES", "Model", "ModelLike", "TensorSpec", "load_model", "model_io", "validate_model"]
 
@@ -81,12 +82,30 @@ def load_model(model: ModelLike, params: str | os.PathLike | None = None, *, val
         scheme, _, name = model.partition(":")
         return MODEL_SCHEMES[scheme](name)
     elif isinstance(model, (str, os.PathLike)):
-        result = _resolve_path(Path(model), Path(params) if params is not None else None)
+        with _typed_os_errors(model):
+            result = _resolve_path(Path(model), Path(params) if params is not None else None)
     else:
         raise ModelError(f"model must be a path, a (program, params) tuple or a Model, got {type(model).__name__}")
     if validate:
         validate_model(result)
     return result
+
+
+@contextmanager
+def _typed_os_errors(path: Any):
+    """An OSError from the file system (a 5,000-character name, a directory where a file should be, no
+    permission) as a :class:`ModelError` naming the path and the reason, never a bare OSError."""
+    try:
+        yield
+    except HwdeployError:
+        raise
+    except IsADirectoryError as exc:
+        raise ModelFormatError(f"{str(exc.filename or path)[:200]}: is a directory, not a model file",
+                               exc.filename or path) from None
+    except OSError as exc:
+        name = str(exc.filename or path)
+        shown = name if len(name) <= 200 else f"{name[:200]}... ({len(name)} characters)"
+        raise ModelError(f"{shown}: cannot use this model path ({exc.strerror or exc})", exc.filename or path) from None
 
 
 def _resolve_path(path: Path, params: Path | None) -> Model:
@@ -147,9 +166,16 @@ def validate_model(model: Model) -> None:
     parameter file tensor by tensor (count, dtype, shape) without Paddle.
     Legacy programs are checked for a well-formed parameter stream.
     """
+    with _typed_os_errors(model.program):
+        _validate_model(model)
+
+
+def _validate_model(model: Model) -> None:
     from hwdeploy.sdk import paddle_format
 
     for path in (model.program, model.params):
+        if path is not None and path.is_dir():
+            raise ModelFormatError(f"{path}: is a directory, not a model file", path)
         if path is not None and path.stat().st_size == 0:
             raise ModelFormatError(f"{path}: file is empty", path)
     records = paddle_format.scan_params(model.params) if model.params else []

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hwdeploy.errors import ModelFormatError
+from hwdeploy.errors import ModelError, ModelFormatError, ModelNotFoundError
 
 # paddle/phi/core/framework/framework.proto VarType.Type -> numpy dtype
 PADDLE_DTYPES: dict[int, str] = {
@@ -86,10 +86,22 @@ def _tensor_desc(buf: bytes) -> tuple[int, list[int]]:
     return dtype, dims
 
 
+def read_model_file(path: Path) -> bytes:
+    """``path``'s bytes; a path that is a directory, too long, unreadable... is a typed :class:`ModelError`."""
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ModelFormatError(f"{path}: is a directory, not a model file", path) from None
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"model file not found: {path}", path) from None
+    except OSError as exc:
+        raise ModelError(f"{str(path)[:200]}: cannot read the model file ({exc.strerror or exc})", path) from None
+
+
 def scan_params(path: Path) -> list[TensorRecord]:
     """Walk a combined ``.pdiparams`` file; raise ModelFormatError if it is not exactly one."""
     path = Path(path)
-    data = path.read_bytes()
+    data = read_model_file(path)
     records: list[TensorRecord] = []
     pos = 0
 
@@ -130,10 +142,17 @@ def scan_params(path: Path) -> list[TensorRecord]:
                                    f" (dtype code {dtype_code}, dims {dims})", path)
         dtype = PADDLE_DTYPES[dtype_code]
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-        nbytes = int(np.prod(dims, dtype=np.int64)) * itemsize if dims else itemsize
-        need(nbytes, "tensor data")
+        # Python ints (no int64 wrap-around), checked against the file size at every factor: a dims product
+        # like [7, 2635249153387078801] or [2**62, 2] is refused before anything is allocated.
+        nbytes = itemsize
+        for dim in dims:
+            nbytes *= dim
+            if nbytes > len(data):
+                raise ModelFormatError(f"{path}: corrupt parameter file (tensor #{len(records)} at offset {pos}: dims"
+                                       f" {dims} of {dtype} need more than the whole file's {len(data)} bytes)", path)
+        need(nbytes, "tensor data")  # fits in the file, not in what is left of it: a truncated file
         records.append(TensorRecord(dtype, tuple(dims), pos, nbytes))
-        pos += nbytes
+        pos += nbytes  # every pass advances by >= 21 bytes (headers + a non-empty desc) and nbytes >= 0
     return records
 
 
@@ -200,15 +219,19 @@ class PirProgram:
 def load_pir_program(path: Path) -> PirProgram:
     path = Path(path)
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_model_file(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{path}: not a valid Paddle PIR program (JSON error: {exc})", path) from None
+    except RecursionError:
+        raise ModelFormatError(f"{path}: not a valid Paddle PIR program (JSON nested too deeply)", path) from None
     if not isinstance(doc, dict) or doc.get("base_code", {}).get("magic") != "pir" or "program" not in doc:
         raise ModelFormatError(f"{path}: not a Paddle PIR program (no base_code.magic == 'pir')", path)
     try:
         block = doc["program"]["regions"][0]["blocks"][0]
         return _parse_block(block)
-    except (KeyError, IndexError, TypeError) as exc:
+    except RecursionError:
+        raise ModelFormatError(f"{path}: malformed Paddle PIR program (nested too deeply)", path) from None
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:  # a node of the wrong JSON type
         raise ModelFormatError(f"{path}: malformed Paddle PIR program ({type(exc).__name__}: {exc})", path) from None
 
 

@@ -9,6 +9,7 @@ read with :mod:`hwdeploy.sdk.paddle_kernels`.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from typing import Any, Callable
@@ -169,11 +170,17 @@ def create_paddle_predictor(config, model: Model | None = None):
         raise BackendError(f"Paddle Inference could not load the model: {_first_line(exc)}") from exc
 
 
+_NOISE = ("C++ Traceback", "Error Message", "[Hint", "In user code:", "[operator <", "File \"", "0   ", "1   ")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The most informative line of a Paddle exception's text: its ``XxxError: ...`` or ``(Kind) ...`` line
+    (Paddle prefixes the reason with "In user code:" and C++ frames), else the first non-noise line."""
     text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("---")]
-    meaningful = [line for line in lines if not line.startswith(("C++ Traceback", "Error Message", "[Hint"))]
-    return (meaningful or lines or [type(exc).__name__])[0][:500]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("---")]
+    meaningful = [line for line in lines if not line.startswith(_NOISE)]
+    reasons = [line for line in meaningful if re.match(r"(\w+(Error|Exception)\b|\(\w+\) )", line)]
+    return (reasons or meaningful or lines or [type(exc).__name__])[0][:500]
 
 
 class PaddleInferencePredictor(Predictor):
@@ -210,13 +217,14 @@ class PaddleInferencePredictor(Predictor):
         self._requested_device = device
 
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        for handle, array in zip(self._in_handles, inputs):
-            handle.copy_from_cpu(array)
         try:
+            for handle, array in zip(self._in_handles, inputs):
+                handle.copy_from_cpu(array)
             self._predictor.run()
+            # Inside the wrapper: an output Paddle did not fill raises "Tensor holds no memory" here.
+            return [handle.copy_to_cpu() for handle in self._out_handles]
         except Exception as exc:
             raise BackendError(f"Paddle Inference run failed: {_first_line(exc)}") from exc
-        return [handle.copy_to_cpu() for handle in self._out_handles]
 
     def _receipt(self) -> Receipt:
         receipt = Receipt(requested=self._requested_device.id, actual=self._actual_device(self.config),
