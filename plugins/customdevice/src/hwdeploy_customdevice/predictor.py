@@ -27,22 +27,16 @@ from hwdeploy.sdk import paddle_inference as pi
 from hwdeploy.sdk import paddle_kernels
 from hwdeploy.sdk.isolation import run_probe
 
+from hwdeploy.sdk.inputs import random_inputs
+
 from hwdeploy_customdevice.discovery import ensure_registered
 from hwdeploy_customdevice.placement import Placement, black_list, classify, device_kernels
 
 
 def sample_inputs(specs: Sequence[TensorSpec]) -> list[np.ndarray]:
-    """Deterministic warm-up inputs for ``specs``: dynamic dims = 1, floats ~U(-1, 1), integers 0."""
-    rng = np.random.default_rng(0)
-    arrays = []
-    for spec in specs:
-        shape = tuple(d if d > 0 else 1 for d in spec.shape)
-        dtype = np.dtype(spec.dtype or "float32")
-        if dtype.kind == "f":
-            arrays.append(rng.uniform(-1, 1, shape).astype(dtype))
-        else:
-            arrays.append(np.zeros(shape, dtype))
-    return arrays
+    """Deterministic warm-up inputs for ``specs``: hwdeploy's one rule (:mod:`hwdeploy.sdk.inputs`), every dynamic
+    dimension 1 — the warm-up only has to execute every op once to record where it ran."""
+    return random_inputs(specs, batch=1, seed=0, other_dims=1)
 
 
 class CustomDevicePredictor(pi.PaddleInferencePredictor):

@@ -142,17 +142,16 @@ def _build_tiny_models(out_dir: str) -> list[str]:
 
 
 def _inputs_for(model, batch: int, seed: int):
-    import numpy as np
-
     if isinstance(model, str) and model.startswith("zoo:"):
         from hwdeploy import zoo
 
         return zoo.get(model[4:]).sample_inputs(batch=batch, seed=seed)
-    from hwdeploy.contract.model import load_model, model_io
+    from hwdeploy import load_model
+    from hwdeploy.contract.model import model_io
+    from hwdeploy.sdk.inputs import random_inputs
 
     inputs, _ = model_io(load_model(model))
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal([batch if d < 0 else d for d in spec.shape]).astype(spec.dtype) for spec in inputs]
+    return random_inputs(inputs, batch=batch, seed=seed)
 
 
 def _resolve(model: str):
