@@ -13,7 +13,7 @@ from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 HERE = Path(__file__).parent
 FAULT_PLUGINS = ["faultgpu", "faultliar", "faultdrift", "faultbatchdrift", "faultabort", "faultsegv", "faulthang",
-                 "faultnondet", "faultcheat"]
+                 "faultnondet", "faultcheat", "faultrss"]
 
 # A real vendor config file: small settings so each worker finishes in seconds.
 VENDOR_TOML = """

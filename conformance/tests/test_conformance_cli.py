@@ -27,10 +27,17 @@ def test_hwdeploy_conformance_subcommand(fault_env, models, tmp_path):
                 "--config", str(fault_env["config"]), "--precision", "fp32,fp16", "--scope", "mandatory",
                 "--report", str(report), "--junit", str(junit), "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "CONFORMANT" in proc.stdout
     data = json.loads(report.read_text())
     assert data["schema"] == "hwdeploy-conformance-report" and data["version"] == 1
-    assert data["checks_run"] == [c.name for c in __import__("hwdeploy_conformance").CHECKS if c.scope == "mandatory"]
+    # --scope mandatory: the mandatory checks and the fallback evidence (which decides the verdict in every scope).
+    assert data["checks_run"] == [c.name for c in __import__("hwdeploy_conformance").CHECKS
+                                  if c.scope == "mandatory" or c.evidence]
+    # fp16 was asked for and could not be checked: the run is incomplete, not conformant, and says so.
+    assert data["summary"]["verdict"] == "incomplete" and data["summary"]["conformant"] is False
+    assert {i for i in data["summary"]["missing_mandatory"] if "/fp16/" in i} == {
+        f"mlp/fp16/{c.name}" for c in __import__("hwdeploy_conformance").CHECKS if c.scope == "mandatory"}
+    assert "INCOMPLETE (not conformant): 7 of 14 mandatory check(s)" in proc.stdout
+    assert "NOT CONFORMANT" not in proc.stdout
     by_id = {c["id"]: c for c in data["checks"]}
     assert by_id["mlp/fp32/parity"]["status"] == "passed"
     # The CPU backend refuses fp16: the precision is skipped with the plugin's reason, not failed.

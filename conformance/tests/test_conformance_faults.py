@@ -33,13 +33,19 @@ def test_cpu_reference_passes_every_check(run_suite):
         # Only the checks that cannot apply to the host CPU itself are skipped, and they say why.
         skipped = {n: c["message"] for n, c in checks.items() if c["status"] == "skipped"}
         assert set(skipped) == {"fallback_utilization", "fallback_timing"}, skipped
+        assert skipped["fallback_utilization"] == ("no sampler hook: the cpu plugin does not implement"
+                                                   " hwdeploy_utilization_sampler")
+        assert skipped["fallback_timing"] == "the device is the host CPU itself"
         assert checks["parity"]["figures"]["examples"] >= 6
         lo, hi = checks["parity"]["figures"]["batch_range"]
         assert {lo, hi} <= set(checks["parity"]["figures"]["passing_batches"])
     bad = checks_of(report, "seqreg")["bad_input"]["figures"]["cases"]
     assert any(c["input"].startswith("ids: dtype float32") and c["raised"] == "InputError" for c in bad)
     assert report["summary"]["conformant"] is True and report["exit_code"] == 0
+    assert report["summary"]["verdict"] == "conformant" and report["summary"]["missing_mandatory"] == []
     assert report["summary"]["mandatory"]["pass_rate"] == 1.0
+    assert report["summary"]["lines"][0] == "CONFORMANT: all 14 mandatory checks passed and no fallback evidence failed"
+    assert report["host_compute"] == {"value": True, "source": "Device.host_compute declared by cpu"}
     # Both reports were written and agree.
     json_path, xml_path = report["_paths"]
     assert json.loads(json_path.read_text())["schema"] == "hwdeploy-conformance-report"
@@ -91,6 +97,10 @@ def test_relative_drift_is_caught_by_parity_and_expected_failures_apply(run_suit
     # The expected failure keeps CI green but the device is not conformant (mandatory must pass 100%).
     assert parity["outcome"] == "xfail" and parity["expected_failure"] == "drifts by 1e-3, ticket FIX-1"
     assert report["exit_code"] == 0 and report["summary"]["conformant"] is False
+    assert report["summary"]["verdict_detail"]["failed_mandatory"] == {"mlp/fp32/parity": "failed (expected failure)"}
+    # host_compute is the Device's own attribute (kit.host_device declares it): no timing signature expected.
+    assert report["host_compute"] == {"value": True, "source": "Device.host_compute declared by faultdrift"}
+    assert checks["fallback_timing"]["status"] == "skipped" and "by design" in checks["fallback_timing"]["message"]
     # Control: this plugin's utilisation sampler shows its device busy: no false alarm.
     assert checks["fallback_utilization"]["status"] == "passed"
     assert checks["fallback_utilization"]["figures"]["mean_busy"] > 0.5

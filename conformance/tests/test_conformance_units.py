@@ -134,6 +134,8 @@ def test_expected_failures_file(tmp_path):
 def test_scopes():
     mandatory = [c.name for c in C.checks_for("mandatory")]
     assert "parity" in mandatory and "fallback_receipt" in mandatory and "lifecycle" not in mandatory
+    # The fallback evidence runs in every scope (the verdict depends on it).
+    assert {"fallback_utilization", "fallback_timing"} <= set(mandatory) and "concurrency" not in mandatory
     assert [c.name for c in C.checks_for("full", ["parity"])] == ["load", "parity"]
     with pytest.raises(ValueError, match="unknown check"):
         C.checks_for("full", ["speed"])
@@ -184,9 +186,134 @@ def test_summary_separates_ci_exit_code_from_conformance():
     summary = summarize(results)
     assert summary["unexpected_failures"] == [] and summary["expected_failures"] == ["m/fp32/parity"]
     assert summary["conformant"] is False  # a mandatory check failed, even if expected
+    assert summary["verdict"] == "not_conformant"
+    assert summary["verdict_detail"]["failed_mandatory"] == {"m/fp32/parity": "failed (expected failure)"}
     results[1] = _result("parity", "crashed")
     assert summarize(results)["unexpected_failures"] == ["m/fp32/parity"]
-    assert summarize([_result("load", "passed"), _result("parity", "passed")])["conformant"] is True
+
+
+def _all_mandatory(**statuses):
+    return [_result(name, statuses.get(name, "passed")) for name in C.MANDATORY_CHECKS]
+
+
+def test_verdict_conformant_only_with_every_mandatory_check_run_and_passed():
+    assert summarize(_all_mandatory())["verdict"] == "conformant"
+    assert summarize(_all_mandatory())["conformant"] is True
+    # A subset (--checks load,parity): incomplete, never conformant, and the missing checks are named.
+    subset = summarize([_result("load", "passed"), _result("parity", "passed")])
+    assert subset["verdict"] == "incomplete" and subset["conformant"] is False
+    assert "m/fp32/fallback_receipt" in subset["missing_mandatory"]
+    assert subset["mandatory"]["total"] == len(C.MANDATORY_CHECKS) and subset["mandatory"]["passed"] == 2
+    # Skipped (an unsupported precision) and blocked mandatory checks are missing too.
+    for status in ("skipped", "blocked"):
+        summary = summarize(_all_mandatory(determinism=status))
+        assert summary["verdict"] == "incomplete", status
+        assert summary["verdict_detail"]["missing_mandatory"]["m/fp32/determinism"].startswith(status)
+    # A planned case that produced nothing (interrupted run) is missing as a whole.
+    summary = summarize(_all_mandatory(), cases=[("m", "fp32"), ("m", "fp16")])
+    assert summary["verdict"] == "incomplete" and len(summary["missing_mandatory"]) == len(C.MANDATORY_CHECKS)
+    assert summarize([], cases=[])["verdict"] == "incomplete"
+
+
+def test_verdict_fallback_evidence_of_any_scope_decides():
+    for check in ("fallback_utilization", "fallback_timing"):
+        summary = summarize(_all_mandatory() + [_result(check, "failed")])
+        assert summary["verdict"] == "not_conformant", check
+        assert summary["verdict_detail"]["failed_evidence"] == {f"m/fp32/{check}": "failed"}
+        line = summary["lines"][0]
+        assert line == f"NOT CONFORMANT: fallback evidence failed: m/fp32/{check} failed"
+        assert "100%" not in " ".join(summary["lines"])
+    # Skipped evidence (no sampler) does not decide; other full-scope failures set the exit code, not the verdict.
+    summary = summarize(_all_mandatory() + [_result("fallback_utilization", "skipped"), _result("lifecycle", "failed")])
+    assert summary["verdict"] == "conformant" and summary["unexpected_failures"] == ["m/fp32/lifecycle"]
+    assert any("m/fp32/lifecycle failed" in line for line in summary["lines"])
+    assert summary["lines"][-1] == "checks: 7 passed, 1 failed, 1 skipped"  # in words, not a dict
+
+
+def test_summary_lines_name_what_failed_and_never_pair_not_conformant_with_100_percent():
+    summary = summarize(_all_mandatory(fallback_receipt="failed"))
+    assert summary["lines"][0] == "NOT CONFORMANT: mandatory check(s) failed: m/fp32/fallback_receipt failed"
+    incomplete = summarize([_result("load", "passed"), _result("reference", "passed"), _result("parity", "passed")])
+    assert incomplete["lines"][0].startswith("INCOMPLETE (not conformant): 4 of 7 mandatory check(s)")
+    assert ("fallback_receipt, determinism, bad_input, perf_accuracy for m/fp32 (not selected (--checks))"
+            in incomplete["lines"][0])
+
+
+LONG = ("silent fallback: requested npu:0 but the paddle-inference runtime runs on cpu:0; op pd_op.matmul x12 on"
+        " cpu:0 (no kernel on the device); op pd_op.relu x12 on cpu:0 (forced off the device by configuration);"
+        " the end of this message must be printed too: THE-LAST-WORDS")
+
+
+def _report(results, checks_run=None):
+    return {"device": {"id": "npu:0"}, "requested_device": "npu:0", "checks": [r.to_dict() for r in results],
+            "checks_run": checks_run or [c.name for c in C.CHECKS], "plugin": {"name": "acme-npu-plugin",
+            "version": "1.2.3"}, "summary": summarize(results), "error": None,
+            "host_compute": {"value": False, "source": "Device.host_compute declared by acme-npu-plugin"}}
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_console_summary_is_never_cut(width, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from hwdeploy_conformance.report import _SHORT, print_summary
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    results = _all_mandatory(fallback_receipt="failed") + [_result(n, "passed") for n in
+                                                            ("fallback_utilization", "fallback_timing", "concurrency",
+                                                             "lifecycle")]
+    results[3].message = LONG
+    results[3].evidence = ["x" * 30 + "; " + "detail " * 120]
+    out = io.StringIO()
+    console = Console(file=out, color_system=None)  # the width comes from COLUMNS, as in a terminal
+    assert console.width == width
+    print_summary(_report(results), console)
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "\u2026" not in text and "..." not in text.replace("[... ", "")  # no ellipsis anywhere
+    flat = " ".join(" ".join(lines).split())
+    assert " ".join(LONG.split()) in flat  # the whole message, wrapped, not cut
+    assert "more characters in the report]" in flat  # an over-long evidence line says it was shortened...
+    assert "detail detail" in flat and "deta " not in flat + " "  # ...at a word boundary
+    # Every check's header is whole: either as a column of the table or as a row (narrow consoles).
+    for name in C.BY_NAME:
+        short = _SHORT.get(name, name)
+        assert any(short in line.split() or name in line.split() or f"│{short}│" in line.replace(" ", "")
+                   or f"│{name}│" in line.replace(" ", "") for line in lines), (name, text)
+    assert "hwdeploy conformance: npu:0 (acme-npu-plugin 1.2.3)" in text
+    assert "host_compute: no (Device.host_compute declared by acme-npu-plugin)" in text
+
+
+def test_clip_cuts_at_a_clause_boundary():
+    from hwdeploy_conformance.report import clip
+
+    assert clip("short") == "short"
+    text = "; ".join(f"clause {i} with words" for i in range(60))
+    clipped = clip(text, 100)
+    assert clipped.startswith("clause 0 with words; clause 1") and "more characters in the report]" in clipped
+    assert clipped.split(" [...")[0].endswith("with words")
+
+
+def test_theil_sen_ignores_swings_and_finds_leaks():
+    from hwdeploy_conformance.trend import theil_sen
+
+    rng = np.random.default_rng(3)
+    flat = theil_sen([326.7] * 20)
+    assert (flat.slope, flat.lower, flat.upper) == (0.0, 0.0, 0.0)
+    # The review's honest plugin: RSS swinging between ~666 and ~775 MiB over 17 cycles.
+    swings = [0 for _ in range(200)]
+    for k in range(200):
+        t = theil_sen(666 + rng.uniform(0, 109, 17))
+        swings[k] = t.lower > 1.0
+    assert sum(swings) == 0
+    leak = theil_sen(666 + 4.0 * np.arange(17) + rng.uniform(0, 20, 17))
+    assert leak.slope == pytest.approx(4.0, abs=1.0) and leak.lower > 1.0
+    # One outlier does not move it (a mean would).
+    spike = theil_sen([100.0] * 10 + [900.0] + [100.0] * 10)
+    assert spike.slope == 0.0
+    assert theil_sen([5.0, 6.0]).lower == -np.inf  # too few points to bound the slope
 
 
 def test_junit_maps_statuses(tmp_path):

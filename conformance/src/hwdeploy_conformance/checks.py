@@ -28,6 +28,9 @@ class CheckDef:
     summary: str
     #: Blocked when the reference model check did not pass (the figures would mean nothing).
     needs_reference: bool = True
+    #: Fallback evidence (is the work done on the device?): runs in every scope, and a failure of it
+    #: makes the device not conformant whatever the check's scope (see :mod:`.verdict`).
+    evidence: bool = False
 
 
 CHECKS: tuple[CheckDef, ...] = (
@@ -37,7 +40,7 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef("parity", MANDATORY, "outputs match the CPU reference within the precision's tolerance (Hypothesis"
              " inputs across the batch range)"),
     CheckDef("fallback_receipt", MANDATORY, "the execution receipt shows execution on the requested device"
-             " (actual device, per-op placement, fallback evidence)", False),
+             " (actual device, per-op placement, fallback evidence)", False, evidence=True),
     CheckDef("determinism", MANDATORY, "same input twice (and after another input) gives the same outputs"
              " within the determinism bound"),
     CheckDef("bad_input", MANDATORY, "wrong shape/rank/dtype/count, NaN/Inf and empty inputs raise"
@@ -45,25 +48,31 @@ CHECKS: tuple[CheckDef, ...] = (
     CheckDef("perf_accuracy", MANDATORY, "outputs sampled during a timed run match the accuracy-mode outputs"
              " (MLPerf TEST01)"),
     CheckDef("fallback_utilization", FULL, "the plugin's utilisation sampler shows the device busy during a timed"
-             " run", False),
-    CheckDef("fallback_timing", FULL, "last resort without receipt ops or sampler: host-CPU time per run is not"
-             " that of the CPU reference", False),
+             " run", False, evidence=True),
+    CheckDef("fallback_timing", FULL, "independent of the plugin's word, unless a sampler corroborated: host-CPU"
+             " time per run is not that of the CPU reference", False, evidence=True),
     CheckDef("concurrency", FULL, "N threads with clone()d predictors give the single-thread results"),
     CheckDef("lifecycle", FULL, "creating and closing predictors many times keeps RSS growth bounded", False),
 )
 
 BY_NAME = {c.name: c for c in CHECKS}
+MANDATORY_CHECKS = tuple(c.name for c in CHECKS if c.scope == MANDATORY)
+EVIDENCE_CHECKS = tuple(c.name for c in CHECKS if c.evidence)
 
 
 def checks_for(scope: str, only: list[str] | None = None) -> list[CheckDef]:
-    """Checks of ``scope`` ("mandatory" or "full" = everything), optionally restricted to ``only``."""
+    """Checks of ``scope``, optionally restricted to ``only``.
+
+    "full" is every check; "mandatory" is the mandatory checks plus the fallback-evidence checks, which
+    run in every scope because the verdict depends on them.
+    """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if only:
         unknown = set(only) - set(BY_NAME)
         if unknown:
             raise ValueError(f"unknown check(s) {sorted(unknown)}; known: {', '.join(BY_NAME)}")
-    selected = [c for c in CHECKS if scope == FULL or c.scope == MANDATORY]
+    selected = [c for c in CHECKS if scope == FULL or c.scope == MANDATORY or c.evidence]
     if only:
         # load always runs: every other check needs the predictor it creates.
         selected = [c for c in selected if c.name in only or c.name == "load"]

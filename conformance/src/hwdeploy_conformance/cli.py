@@ -14,6 +14,8 @@ HELP = "certify a device: parity vs the CPU reference, silent-fallback detection
 EPILOG = """\
 exit status: 0 no unexpected failure, 1 unexpected failures, 2 usage/setup error
 (device not found, bad config). The JSON and JUnit reports are written in every case.
+verdict: conformant (every mandatory check ran and passed, no fallback evidence failed),
+not_conformant, or incomplete (mandatory checks not run: --checks, skipped, blocked).
 checks: """ + ", ".join(f"{c.name} ({c.scope})" for c in C.CHECKS)
 
 
@@ -28,7 +30,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="models: 'zoo' (all zoo models), 'zoo:NAME', or model paths (default: zoo)")
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,bf16,int8 (default fp32)")
     parser.add_argument("--scope", choices=C.SCOPES, default=C.FULL,
-                        help="mandatory (must pass 100%%) or full (adds heuristics and stress; default)")
+                        help="mandatory (the mandatory checks and the fallback evidence) or full (adds concurrency and"
+                             " lifecycle; default)")
     parser.add_argument("--checks", default=None, help="comma-separated subset of checks to run (load always runs)")
     parser.add_argument("--expected-failures", metavar="FILE", help="known failures of this device (MODEL/PREC/CHECK)")
     parser.add_argument("--config", metavar="vendor.toml", help="vendor config: tolerances, model settings, knobs")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
               " (or: hwdeploy conformance merge REPORT... --out DIR)", file=sys.stderr)
         return 2
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hwdeploy.errors import HwdeployError
@@ -81,8 +85,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         elif kind == "result":
             progress.advance(state["task"])
             result = data["result"]
-            if result.outcome == C.FAIL:
-                progress.console.print(f"[red]{result.id}: {result.status}[/] {result.message[:160]}",
+            if result.outcome == C.FAIL:  # the whole message (it wraps): never cut mid-message
+                progress.console.print(f"[red]{escape(result.id)}: {result.status}[/] {escape(result.message)}",
                                        highlight=False)
 
     try:

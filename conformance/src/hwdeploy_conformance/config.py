@@ -97,6 +97,9 @@ class CheckSettings:
     concurrency_runs: int = 4
     lifecycle_cycles: int = 20
     lifecycle_warmup: int = 3
+    #: RSS trend bounds: the 99% lower confidence bound of the Theil–Sen slope of RSS over the cycles after
+    #: warm-up must not exceed this (MiB per cycle), nor that slope times the measured cycles max_growth_mb.
+    lifecycle_max_slope_mb: float = 1.0
     lifecycle_max_growth_mb: float = 64.0
 
     def to_dict(self) -> dict[str, Any]:

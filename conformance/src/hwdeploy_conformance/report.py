@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwdeploy_conformance import checks as C
 from hwdeploy_conformance import provenance as P
+from hwdeploy_conformance import verdict as V
 from hwdeploy_conformance.config import DEFAULT_TOLERANCES
 
 if TYPE_CHECKING:
@@ -32,21 +33,31 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def summarize(results: list["CheckResult"]) -> dict[str, Any]:
+def summarize(results: list["CheckResult"], cases: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Counts, failures and the verdict (decided by :func:`hwdeploy_conformance.verdict.decide`).
+
+    ``cases``: the run's planned (model, precision) pairs; by default those seen in ``results``.
+    """
     statuses = Counter(r.status for r in results)
     outcomes = Counter(r.outcome for r in results)
-    mandatory = [r for r in results if r.scope == C.MANDATORY and r.status != C.SKIPPED]
-    mandatory_passed = sum(r.status == C.PASSED for r in mandatory)
+    decided = V.decide(results, cases)
     unexpected = [r.id for r in results if r.outcome == C.FAIL]
-    return {
+    ran = sum(r.scope == C.MANDATORY and r.status not in (C.SKIPPED, C.BLOCKED) for r in results)
+    summary = {
         "total": len(results), "statuses": dict(statuses), "outcomes": dict(outcomes),
         "unexpected_failures": unexpected, "expected_failures": [r.id for r in results if r.outcome == C.XFAIL],
         "unexpected_passes": [r.id for r in results if r.outcome == C.XPASS],
-        "mandatory": {"total": len(mandatory), "passed": mandatory_passed,
-                      "pass_rate": mandatory_passed / len(mandatory) if mandatory else None},
-        # Mandatory checks must all pass: an expected failure keeps CI green, not the device conformant.
-        "conformant": bool(results) and mandatory_passed == len(mandatory) and not unexpected,
+        # total: the mandatory checks the run had to pass (every case x every mandatory check), run or not.
+        "mandatory": {"total": decided.planned_mandatory, "ran": ran, "passed": decided.passed_mandatory,
+                      "pass_rate": (decided.passed_mandatory / decided.planned_mandatory
+                                    if decided.planned_mandatory else None)},
+        "verdict": decided.verdict,
+        "conformant": decided.conformant,
+        "missing_mandatory": list(decided.missing_mandatory),
+        "verdict_detail": decided.to_dict(),
     }
+    summary["lines"] = V.verdict_lines(summary)
+    return summary
 
 
 def exit_code(summary: dict[str, Any]) -> int:
@@ -56,7 +67,7 @@ def exit_code(summary: dict[str, Any]) -> int:
 
 def build_report(run: "Conformance", *, argv: list[str] | None = None, error: str | None = None) -> dict[str, Any]:
     """The JSON report (schema in conformance/README.md)."""
-    summary = summarize(run.results)
+    summary = summarize(run.results, [(m.name, p) for m in run.models for p in run.precisions])
     versions = {"hwdeploy": _version("hwdeploy"), "hwdeploy-conformance": _version("hwdeploy-conformance"),
                 "paddlepaddle": _version("paddlepaddle") or _version("paddlepaddle-gpu"),
                 "hypothesis": _version("hypothesis"), "numpy": _version("numpy"), "python": platform.python_version()}
@@ -77,6 +88,7 @@ def build_report(run: "Conformance", *, argv: list[str] | None = None, error: st
         "plugin": run.plugin,
         "versions": versions,
         "environment": P.environment(run.device.to_dict() if run.device else None, run.plugin, versions),
+        "host_compute": host_compute(run),
         "scope": run.scope,
         "precisions": run.precisions,
         "checks_run": [c.name for c in run.checks],
@@ -90,6 +102,16 @@ def build_report(run: "Conformance", *, argv: list[str] | None = None, error: st
         "error": error,
         "exit_code": code,
     }
+
+
+def host_compute(run: "Conformance") -> dict[str, Any]:
+    """Whether the device computes on the host CPU by design, and who said so (the plugin's ``Device`` or the
+    vendor config, which overrides it). It makes ``fallback_timing`` not applicable."""
+    if run.config.host_compute is not None:
+        return {"value": run.config.host_compute, "source": "vendor config [device] host_compute"}
+    if run.device is None:
+        return {"value": None, "source": "no device"}
+    return {"value": bool(run.device.host_compute), "source": f"Device.host_compute declared by {run.device.plugin}"}
 
 
 def _strict(value: Any) -> Any:
@@ -129,7 +151,8 @@ def write_junit(report: dict[str, Any], path: str | Path) -> None:
     suite = ET.Element("testsuite", name=f"hwdeploy-conformance[{device}]", timestamp=report["created"],
                        hostname=report["host"]["hostname"], time=f"{report['duration_s']:.3f}")
     props = ET.SubElement(suite, "properties")
-    properties = [("device", device), ("scope", report["scope"]), ("conformant", report["summary"]["conformant"]),
+    properties = [("device", device), ("scope", report["scope"]), ("verdict", report["summary"]["verdict"]),
+                  ("conformant", report["summary"]["conformant"]),
                   ("plugin", report["plugin"].get("name")), ("plugin_version", report["plugin"].get("version"))]
     properties += [(f"version:{k}", v) for k, v in report["versions"].items()]
     for key, value in properties:
@@ -177,53 +200,104 @@ _STATUS_MARKS = {C.CRASHED: "[bold red]CRASH[/]", C.HUNG: "[bold red]HUNG[/]", C
 _SHORT = {"reference": "ref", "fallback_receipt": "fb-rcpt", "determinism": "determ", "bad_input": "bad-in",
           "perf_accuracy": "perf-acc", "fallback_utilization": "fb-util", "fallback_timing": "fb-time",
           "concurrency": "threads", "lifecycle": "life"}
+#: Longest evidence line printed as it is; a longer one is cut at a clause boundary and says so.
+EVIDENCE_CHARS = 400
+
+
+def clip(text: str, limit: int = EVIDENCE_CHARS) -> str:
+    """``text`` whole when it fits, else cut after the last complete clause ("; ", ". ", ", ") before ``limit``,
+    saying how much is left: a console line is never cut in the middle of a word or a number."""
+    if len(text) <= limit:
+        return text
+    cut = next((i for i in (text.rfind(sep, 0, limit) for sep in ("; ", ". ", ", ", " ")) if i > limit // 2), limit)
+    return f"{text[:cut].rstrip(' ;,.')} [... {len(text) - cut} more characters in the report]"
+
+
+def _cell(check: dict[str, Any] | None) -> str:
+    if check is None:
+        return ""
+    if check["outcome"] == C.FAIL and check["status"] in _STATUS_MARKS:
+        return _STATUS_MARKS[check["status"]]
+    return _MARKS.get(check["outcome"], check["outcome"])
+
+
+def _fits(console, renderable) -> bool:
+    from rich.measure import Measurement
+
+    # Measured without the console's width limit: the width the renderable needs to show every cell whole.
+    wide = console.options.update(width=10**6, max_width=10**6)
+    return Measurement.get(console, wide, renderable).maximum <= console.width
+
+
+def _grid(report: dict[str, Any], console):
+    """The cases x checks table when it fits the console, else checks x cases, else None (one line per case)."""
+    from rich.table import Table
+
+    names = list(report["checks_run"])
+    by_case: dict[str, dict[str, Any]] = {}
+    for check in report["checks"]:
+        by_case.setdefault(f"{check['model']}/{check['precision']}", {})[check["check"]] = check
+    wide = Table(show_lines=False)
+    wide.add_column("model/precision", no_wrap=True)
+    for name in names:
+        wide.add_column(_SHORT.get(name, name), justify="center", no_wrap=True)
+    for case, row in by_case.items():
+        wide.add_row(case, *[_cell(row.get(name)) for name in names])
+    if _fits(console, wide):
+        return wide
+    tall = Table(show_lines=False)
+    tall.add_column("check", no_wrap=True)
+    for case in by_case:
+        tall.add_column(case, justify="center", no_wrap=True)
+    for name in names:
+        tall.add_row(name, *[_cell(row.get(name)) for row in by_case.values()])
+    return tall if _fits(console, tall) else None
 
 
 def print_summary(report: dict[str, Any], console=None) -> None:
-    """A table (cases x checks) and the failures with their first line of evidence."""
+    """A table (cases x checks, or checks x cases when that fits better), the failures with their evidence
+    and the verdict in words. Nothing is cut: headers are never truncated (the layout changes instead) and
+    long lines wrap."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     if console is None:
         console = Console()
         if not console.is_terminal:  # CI logs: don't squeeze the table into 80 columns
             console = Console(width=max(console.width, 140))
     checks = report["checks"]
-    names = [n for n in report["checks_run"]]
-    table = Table(title=f"hwdeploy conformance: {report['device'].get('id', report['requested_device'])}"
-                        f" ({report['plugin'].get('name', '?')} {report['plugin'].get('version', '')})",
-                  show_lines=False)
-    table.add_column("model/precision", no_wrap=True)
-    for name in names:
-        table.add_column(_SHORT.get(name, name), justify="center", no_wrap=True)
-    by_case: dict[str, dict[str, Any]] = {}
-    for check in checks:
-        by_case.setdefault(f"{check['model']}/{check['precision']}", {})[check["check"]] = check
-    for case, row in by_case.items():
-        cells = []
-        for name in names:
-            check = row.get(name)
-            if check is None:
-                cells.append("")
-            elif check["outcome"] == C.FAIL and check["status"] in _STATUS_MARKS:
-                cells.append(_STATUS_MARKS[check["status"]])
-            else:
-                cells.append(_MARKS.get(check["outcome"], check["outcome"]))
-        table.add_row(case, *cells)
-    console.print(table)
-    bad = [c for c in checks if c["outcome"] in (C.FAIL, C.XPASS)]
-    for check in bad:
+    device = report["device"].get("id", report["requested_device"])
+    plugin = report["plugin"]
+    title = f"hwdeploy conformance: {device} ({plugin.get('name', '?')} {plugin.get('version', '') or ''})".rstrip()
+    console.print(title, markup=False, highlight=False)
+    hc = report.get("host_compute") or {}
+    if hc:
+        console.print(f"host_compute: {'yes' if hc.get('value') else 'no'} ({hc.get('source')})", markup=False,
+                      highlight=False)
+    grid = _grid(report, console)
+    if grid is not None:
+        console.print(grid)
+    else:
+        by_case: dict[str, list[str]] = {}
+        for check in checks:
+            by_case.setdefault(f"{check['model']}/{check['precision']}", []).append(
+                f"{check['check']} {_cell(check)}")
+        for case, cells in by_case.items():
+            console.print(f"[bold]{escape(case)}[/]: " + ", ".join(cells), highlight=False)
+    for check in (c for c in checks if c["outcome"] in (C.FAIL, C.XPASS)):
         message = check["message"] if check["message"].startswith(check["status"]) else \
             f"{check['status']}: {check['message']}"
-        console.print(f"[bold]{check['id']}[/] {escape(message[:300])}", highlight=False)
+        console.print(f"[bold]{escape(check['id'])}[/] {escape(message)}", highlight=False)
         for line in (check.get("evidence") or [])[:5]:
-            console.print(f"    {line[:200]}", markup=False, highlight=False)
-    s = report["summary"]
-    m = s["mandatory"]
-    rate = f"{m['pass_rate']:.0%}" if m["pass_rate"] is not None else "n/a"
-    verdict = "[bold green]CONFORMANT[/]" if s["conformant"] else "[bold red]NOT CONFORMANT[/]"
-    console.print(f"{verdict}: mandatory {m['passed']}/{m['total']} passed ({rate}); outcomes {s['outcomes']};"
-                  f" unexpected failures: {len(s['unexpected_failures'])}")
+            console.print(f"    {clip(line)}", markup=False, highlight=False)
+    summary = report["summary"]
+    style = {V.CONFORMANT: "bold green", V.NOT_CONFORMANT: "bold red", V.INCOMPLETE: "bold yellow"}
+    for i, line in enumerate(summary.get("lines") or V.verdict_lines(summary)):
+        if i == 0:
+            head, _, rest = line.partition(": ")
+            console.print(f"[{style.get(summary['verdict'], 'bold')}]{escape(head)}[/]: {escape(rest)}",
+                          highlight=False)
+        else:
+            console.print(line, markup=False, highlight=False)
     if report.get("error"):
-        console.print(f"[bold red]error:[/] {report['error']}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(report['error'])}", highlight=False)

@@ -186,6 +186,16 @@ class Conformance:
                            else None})
         return [done[c.name] for c in self.checks if c.name in done]
 
+    def worker_spec(self, model: ModelInfo, precision: str, checks: list[str], *, load_in_setup: bool = False,
+                    reference_ok: bool = True) -> dict[str, Any]:
+        """What a worker needs to run ``checks`` of one case (``python -m hwdeploy_conformance.worker SPEC ...``)."""
+        tolerance, sources = self.config.tolerance(precision, model.name, model.ops)
+        return {"device": self.device.id, "backend": self.device.backend, "precision": precision,
+                "model": model.to_dict(), "tolerance": tolerance.to_dict(), "tolerance_sources": sources,
+                "checks": list(checks), "settings": self.config.checks.to_dict(),
+                "device_options": self.config.device_options, "host_compute": self.config.host_compute,
+                "load_in_setup": load_in_setup, "reference_ok": reference_ok}
+
     def _run_case_workers(self, model: ModelInfo, precision: str, tmp: Path, tolerance: dict[str, float],
                           sources: list[str], done: dict[str, CheckResult], crashes: list[dict[str, Any]]) -> None:
         """Fill ``done`` (check name -> result) and ``crashes``, starting workers until every check has a result."""
@@ -193,12 +203,9 @@ class Conformance:
         attempts = 0
         while remaining:
             attempts += 1
-            spec = {"device": self.device.id, "backend": self.device.backend, "precision": precision,
-                    "model": model.to_dict(), "tolerance": tolerance, "tolerance_sources": sources, "checks": remaining,
-                    "settings": self.config.checks.to_dict(), "device_options": self.config.device_options,
-                    "host_compute": self.config.host_compute,
-                    "load_in_setup": "load" in done and done["load"].status == C.PASSED,
-                    "reference_ok": "reference" not in done or done["reference"].status == C.PASSED}
+            spec = self.worker_spec(model, precision, remaining,
+                                    load_in_setup="load" in done and done["load"].status == C.PASSED,
+                                    reference_ok="reference" not in done or done["reference"].status == C.PASSED)
             run = self._run_worker(spec, tmp / f"{model.name}-{precision}-{attempts}")
             for event in run.results:
                 data = {k: event.get(k) for k in ("status", "message", "figures", "evidence", "duration_s")}

@@ -30,6 +30,7 @@ from hwdeploy_conformance.checks import BLOCKED, BY_NAME, ERROR, FAILED, PASSED,
 from hwdeploy_conformance.config import CheckSettings, Tolerance
 from hwdeploy_conformance.inputs import InputCase, InputMaker
 from hwdeploy_conformance.metrics import compare_outputs, max_rel_l2, rms
+from hwdeploy_conformance.trend import theil_sen
 
 
 def json_default(value: Any) -> Any:
@@ -426,49 +427,113 @@ def check_perf_accuracy(case: Case) -> Outcome:
                    f" ({identical} identical, {within} within tolerance)", figures)
 
 
-def _sampler(case: Case):
-    from hwdeploy.contract.manager import get_plugin_manager
+@dataclass
+class SamplerProbe:
+    """What the device's plugin offers for ``hwdeploy_utilization_sampler``: a sampler, or why there is none."""
 
-    got = get_plugin_manager().call_first("hwdeploy_utilization_sampler", device=case.device_record)
-    return got
+    sampler: Any = None
+    plugin: str = ""
+    #: "ok", "no_hook" (no plugin implements the hook for this device) or "unavailable" (a hook exists but
+    #: gave no sampler: it raised a HwdeployError with the reason, failed, or returned None).
+    state: str = "no_hook"
+    reason: str = ""
+
+    def skip_message(self) -> str:
+        if self.state == "no_hook":
+            return f"no sampler hook: {self.reason}"
+        return f"sampler unavailable: {self.reason}"
+
+
+def _sampler(case: Case) -> SamplerProbe:
+    """Ask the plugins for a sampler of the device under test.
+
+    A plugin says its sampler is unavailable (its smi tool is missing, the driver refuses) by raising a
+    ``hwdeploy.errors.HwdeployError`` (``BackendError``, ``DeviceNotFoundError``) with the reason, from the hook
+    or from the sampler's ``start()``. Returning None from a hook the device's plugin implements is read as
+    "unavailable, no reason given".
+    """
+    from hwdeploy.contract.manager import get_plugin_manager
+    from hwdeploy.errors import HwdeployError
+
+    pm = get_plugin_manager()
+    hook = "hwdeploy_utilization_sampler"
+    owner = case.device_record.plugin
+    implementers = [impl.plugin_name for impl in getattr(pm.pm.hook, hook).get_hookimpls()]
+    try:
+        got = pm.call_first(hook, device=case.device_record)
+    except HwdeployError as exc:
+        return SamplerProbe(state="unavailable", plugin=owner,
+                            reason=f"{owner}'s {hook} raised {type(exc).__name__}: {exc}")
+    if got is not None:
+        return SamplerProbe(got[1], got[0], "ok")
+    errors = pm.hook_errors(hook)
+    if owner in errors:
+        return SamplerProbe(state="unavailable", plugin=owner, reason=f"{owner}'s {hook} failed: {errors[owner]}")
+    if owner in implementers:
+        return SamplerProbe(state="unavailable", plugin=owner,
+                            reason=f"{owner}'s {hook} returned None for {case.device_record.id} without saying why"
+                                   " (a plugin raises hwdeploy.errors.BackendError(reason) to say why)")
+    return SamplerProbe(state="no_hook", plugin=owner,
+                        reason=f"the {owner or '?'} plugin does not implement {hook}")
 
 
 def check_fallback_utilization(case: Case) -> Outcome:
-    got = _sampler(case)
-    if got is None:
-        return Outcome(SKIPPED, "the plugin provides no utilisation sampler (hwdeploy_utilization_sampler)")
-    plugin, sampler = got
+    from hwdeploy.errors import HwdeployError
+
+    probe = _sampler(case)
+    case.sampler_probe = probe
+    if probe.sampler is None:
+        return Outcome(SKIPPED, probe.skip_message(), {"sampler_state": probe.state, "reason": probe.reason})
+    plugin, sampler = probe.plugin, probe.sampler
     x = case.maker.make(case.case(seed=31))
-    sampler.start()
+    try:
+        sampler.start()
+    except HwdeployError as exc:
+        probe.state, probe.reason = "unavailable", f"{plugin}: {type(sampler).__name__}.start() raised" \
+                                                   f" {type(exc).__name__}: {exc}"
+        return Outcome(SKIPPED, probe.skip_message(), {"sampler_state": probe.state, "reason": probe.reason})
     try:
         runs, seconds = _timed_loop(lambda i: case.dev.run(*x), 10, case.settings.utilization_seconds, 30.0)
     finally:
         stats = sampler.stop()
-    figures = {"sampler": f"{plugin}: {type(sampler).__name__}", "runs": runs, "seconds": seconds, **stats}
+    figures = {"sampler": f"{plugin}: {type(sampler).__name__}", "sampler_state": "ok", "runs": runs,
+               "seconds": seconds, **stats}
     if not stats.get("samples"):
         return Outcome(ERROR, f"the {plugin} utilisation sampler returned no samples", figures)
+    case.sampler_corroborated = True  # a reading of the device exists: fallback_timing has stronger evidence
     mean_busy = float(stats.get("mean_busy", 0.0))
     if mean_busy < case.settings.min_utilization:
         return Outcome(FAILED, f"device idle while the model ran {runs} times in {seconds:.2f}s: mean busy"
                        f" {mean_busy:.1%}, max {float(stats.get('max_busy', 0.0)):.1%} (minimum"
                        f" {case.settings.min_utilization:.0%}): the work ran elsewhere", figures,
-                       [f"{plugin} sampler: {stats}"])
+                       [f"{plugin} sampler: " + ", ".join(f"{k} {v}" for k, v in stats.items())])
     return Outcome(PASSED, f"device busy {mean_busy:.0%} on average during {runs} runs", figures)
 
 
+def host_compute(case: Case) -> tuple[bool, str]:
+    """The device computes on the host by design: the vendor config's ``[device] host_compute`` when set, else
+    the ``Device.host_compute`` its plugin declares."""
+    if case.spec.get("host_compute") is not None:
+        return bool(case.spec["host_compute"]), "vendor config [device] host_compute"
+    return bool(case.device_record.host_compute), f"Device.host_compute declared by {case.device_record.plugin}"
+
+
 def check_fallback_timing(case: Case) -> Outcome:
+    """The only evidence that does not rest on the plugin's word: host-CPU seconds per run against the CPU
+    reference's. The receipt's claims never switch it off; only a sampler reading of the device (taken by
+    fallback_utilization in this worker), a host-compute device or the host CPU itself do."""
     receipt = case.dev.receipt()
-    host_compute = case.spec.get("host_compute")
-    if host_compute is None:
-        host_compute = case.device_record.host_compute or bool(case.device_record.details.get("host_compute"))
-    if case.device_record.kind == "cpu":
-        return Outcome(SKIPPED, "the device is the host CPU itself")
-    if host_compute:
-        return Outcome(SKIPPED, "the device declares that it computes on the host CPU (host_compute)")
-    if receipt.ops_known:
-        return Outcome(SKIPPED, "the receipt reports complete per-op placement (stronger evidence)")
-    if _sampler(case) is not None:
-        return Outcome(SKIPPED, "a utilisation sampler is available (stronger evidence)")
+    declared, source = host_compute(case)
+    if case.device_record.reference or case.device_record.kind == "cpu":
+        return Outcome(SKIPPED, "the device is the host CPU itself", {"host_compute": declared})
+    if declared:
+        return Outcome(SKIPPED, f"the device computes on the host CPU by design (host_compute, from {source})",
+                       {"host_compute": declared, "host_compute_source": source})
+    if getattr(case, "sampler_corroborated", False):
+        return Outcome(SKIPPED, "a utilisation sampler reading of the device exists (fallback_utilization):"
+                       " stronger evidence", {"host_compute": declared})
+    probe = getattr(case, "sampler_probe", None)
+    why = probe.skip_message() if probe else "fallback_utilization did not run in this worker"
     s = case.settings
     x = case.maker.make(case.case(seed=41))
     case.dev.run(*x), case.ref.run(*x)
@@ -486,11 +551,14 @@ def check_fallback_timing(case: Case) -> Outcome:
                "device_host_cpu_s": statistics.median(dev_cpu) / 3,
                "reference_host_cpu_s": statistics.median(ref_cpu) / 3,
                "device_wall_s": statistics.median(dev_wall) / 3, "reference_wall_s": statistics.median(ref_wall) / 3,
-               "thresholds": {"host_cpu_ratio": s.timing_cpu_ratio, "wall_ratio": s.timing_wall_ratio}}
+               "thresholds": {"host_cpu_ratio": s.timing_cpu_ratio, "wall_ratio": s.timing_wall_ratio},
+               "host_compute": declared, "host_compute_source": source, "why_timing": why,
+               "receipt_ops_known": receipt.ops_known}
+    claim = (" although the receipt claims complete per-op placement on the device" if receipt.ops_known else "")
     if cpu_ratio >= s.timing_cpu_ratio and wall_ratio >= s.timing_wall_ratio:
         return Outcome(FAILED, f"timing signature of a host-CPU computation: per run the device path burns"
                        f" {cpu_ratio:.2f}x the host CPU time of the CPU reference and takes {wall_ratio:.2f}x its wall"
-                       f" time (heuristic; no receipt ops or sampler to tell otherwise)", figures,
+                       f" time{claim} (heuristic; no sampler reading to tell otherwise: {why})", figures,
                        [f"host CPU s/run: device {figures['device_host_cpu_s']:.3g}, reference"
                         f" {figures['reference_host_cpu_s']:.3g}"])
     return Outcome(PASSED, f"host CPU time per run {cpu_ratio:.2f}x, wall {wall_ratio:.2f}x the CPU reference's",
@@ -548,6 +616,13 @@ def _rss_mb() -> float:
 
 
 def check_lifecycle(case: Case) -> Outcome:
+    """Create, run and close predictors ``lifecycle_cycles`` times; judge the RSS *trend* after warm-up.
+
+    An allocator pool or a cache that swings up and down is not a leak: the robust (Theil–Sen) slope of RSS
+    over the cycles ignores swings, and the check fails only when even its 99% lower confidence bound is above
+    ``lifecycle_max_slope_mb`` per cycle (or that slope over the measured cycles exceeds
+    ``lifecycle_max_growth_mb``). The whole series is in the figures.
+    """
     s = case.settings
     x = case.maker.make(case.case(batch=case.maker.batch_range[0], seed=61))
     first = None
@@ -567,17 +642,28 @@ def check_lifecycle(case: Case) -> Outcome:
             differs, _ = case.compare(out, first)
             if differs:
                 problems.append(f"cycle {cycle}: a fresh predictor's output differs from the first one's: {differs[0]}")
-    base = rss[min(s.lifecycle_warmup, len(rss)) - 1]
-    growth = rss[-1] - base
-    figures = {"cycles": s.lifecycle_cycles, "warmup": s.lifecycle_warmup, "rss_mb": [round(v, 2) for v in rss],
-               "growth_mb": growth, "per_cycle_mb": growth / max(1, len(rss) - s.lifecycle_warmup),
-               "max_growth_mb": s.lifecycle_max_growth_mb}
-    if growth > s.lifecycle_max_growth_mb:
-        problems.append(f"RSS grew {growth:.1f} MiB over {len(rss) - s.lifecycle_warmup} create/close cycles"
-                        f" ({figures['per_cycle_mb']:.2f} MiB per cycle; bound {s.lifecycle_max_growth_mb:g} MiB)")
+    warmup = min(s.lifecycle_warmup, max(len(rss) - 2, 0))
+    measured = rss[warmup:]
+    trend = theil_sen(measured, x=range(warmup, len(rss)))
+    span = max(len(measured) - 1, 1)
+    figures = {"cycles": s.lifecycle_cycles, "warmup": warmup, "rss_mb": [round(v, 2) for v in rss],
+               "slope_mb_per_cycle": trend.slope, "slope_lower_bound_mb_per_cycle": trend.lower,
+               "slope_upper_bound_mb_per_cycle": trend.upper, "confidence": trend.confidence,
+               "trend_growth_mb": trend.slope * span, "endpoint_growth_mb": measured[-1] - measured[0] if measured else 0,
+               "rss_range_mb": [min(measured), max(measured)] if measured else [],
+               "max_slope_mb": s.lifecycle_max_slope_mb, "max_growth_mb": s.lifecycle_max_growth_mb,
+               "method": "Theil-Sen slope of RSS per cycle after warm-up; fails when its one-sided 99% lower bound"
+                         " exceeds max_slope_mb, or that bound times the measured cycles exceeds max_growth_mb"}
+    if trend.lower > s.lifecycle_max_slope_mb or trend.lower * span > s.lifecycle_max_growth_mb:
+        problems.append(f"RSS grows {trend.slope:.2f} MiB per create/close cycle (Theil-Sen over {len(measured)}"
+                        f" cycles after {warmup} warm-up; 99% lower bound {trend.lower:.2f} > bound"
+                        f" {s.lifecycle_max_slope_mb:g} MiB/cycle or {s.lifecycle_max_growth_mb:g} MiB over the run):"
+                        f" RSS {measured[0]:.0f} -> {measured[-1]:.0f} MiB")
     if problems:
         return Outcome(FAILED, "; ".join(problems), figures, problems)
-    return Outcome(PASSED, f"{s.lifecycle_cycles} create/close cycles, RSS growth {growth:.1f} MiB after warm-up",
+    return Outcome(PASSED, f"{s.lifecycle_cycles} create/close cycles: RSS trend {trend.slope:+.2f} MiB/cycle"
+                   f" (99% bounds {trend.lower:+.2f}..{trend.upper:+.2f}; bound {s.lifecycle_max_slope_mb:g}),"
+                   f" range {figures['rss_range_mb'][0]:.0f}-{figures['rss_range_mb'][1]:.0f} MiB after warm-up",
                    figures)
 
 

@@ -20,8 +20,8 @@ DEVICE_ACTIVITY: Counter = Counter()
 
 def host_device(kind: str, name: str) -> Device:
     """A fixture device that honestly declares it computes on the host CPU."""
-    return Device(kind, 0, name=name, backend="fault-fixture", priority=-10,
-                  versions={"paddlepaddle": pi.paddle_version()}, details={"host_compute": True})
+    return Device(kind, 0, name=name, backend="fault-fixture", priority=-10, host_compute=True,
+                  versions={"paddlepaddle": pi.paddle_version()})
 
 
 class WrappedPredictor(Predictor):
