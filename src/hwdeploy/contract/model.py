@@ -164,7 +164,8 @@ def validate_model(model: Model) -> None:
 
     PIR programs are parsed and their parameter list checked against the
     parameter file tensor by tensor (count, dtype, shape) without Paddle.
-    Legacy programs are checked for a well-formed parameter stream.
+    Legacy programs are parsed with Paddle's framework.proto (:mod:`hwdeploy.sdk.legacy_program`): every var
+    reference, block reference, attribute type, feed/fetch op and the parameter file are checked.
     """
     with _typed_os_errors(model.program):
         _validate_model(model)
@@ -196,6 +197,10 @@ def _validate_model(model: Model) -> None:
         # A ProgramDesc starts with field 1 (blocks), a length-delimited message: tag 0x0a.
         if data[:1] != b"\x0a":
             raise ModelFormatError(f"{model.program}: not a Paddle ProgramDesc (.pdmodel) file", model.program)
+        from hwdeploy.sdk import legacy_program
+
+        if legacy_program.schema_available():  # Paddle's own framework.proto; without Paddle nothing loads it
+            legacy_program.validate_legacy_program(model.program, model.params, records if model.params else None)
 
 
 def model_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
