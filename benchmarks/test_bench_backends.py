@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import hwdeploy
+from hwdeploy.sdk.testing import rel_l2
 from conftest import BACKENDS, BATCHES, MODELS, THREADS, backend_predictor, interleaved, timed, zoo_model
 
 
@@ -22,8 +22,7 @@ def test_backend(benchmark, name, batch, backend):
     predictor = backend_predictor(name, backend)
     reference = backend_predictor(name, "paddle-inference").run(*inputs)
     outputs = predictor.run(*inputs)
-    errors = [float(np.linalg.norm(o.astype(np.float64) - r) / max(np.linalg.norm(r.astype(np.float64)), 1e-30))
-              for o, r in zip(outputs, reference)]
+    errors = [rel_l2(o, r) for o, r in zip(outputs, reference)]
     benchmark.group = f"backends {name} b{batch}"
     benchmark.extra_info.update(kind="backend", model=name, batch=batch, backend=backend, threads=THREADS,
                                 rel_l2=max(errors))

@@ -1,9 +1,9 @@
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from hwdeploy.sdk.testing import build_model
 
 MLP_SOURCE = textwrap.dedent('''
     import sys
@@ -29,16 +29,6 @@ MLP_SOURCE = textwrap.dedent('''
 ''')
 
 
-def build_model(source: str, prefix: Path) -> Path:
-    """Run a model-saving script (``sys.argv[1]`` is the prefix) in a subprocess: the test process stays Paddle-free."""
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    script = prefix.parent / "build_model.py"  # dy2static reads the layer's source: it must live in a file
-    script.write_text(source)
-    subprocess.run([sys.executable, str(script), str(prefix)], check=True, capture_output=True, timeout=120)
-    script.unlink()
-    return prefix
-
-
 def build_tiny_mlp(prefix: Path) -> Path:
     """A small PIR MLP (x: [-1, 8] float32 -> [-1, 4])."""
     return build_model(MLP_SOURCE, prefix)
@@ -54,5 +44,5 @@ def tiny_mlp(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_builder():
-    """``build(source, prefix)``: save a model from a script in a subprocess (see :func:`build_model`)."""
+    """``build(source, prefix)``: save a model from a script in a subprocess (:func:`hwdeploy.sdk.testing.build_model`)."""
     return build_model

@@ -127,3 +127,47 @@ def test_damaged_legacy_program_is_a_model_format_error_naming_it(tmp_path, dama
     with pytest.raises(ModelFormatError, match="cannot parse the program") as info:
         hwdeploy.predictor(tmp_path, device="cpu")
     assert info.value.path == program.resolve()
+
+
+# ---------------------------------------------------------------- the SDK's protobuf reader (legacy programs)
+
+
+def test_varint_decodes_and_refuses_truncated_or_overlong_input():
+    from hwdeploy.sdk.paddle_format import varint
+
+    assert varint(b"\x96\x01", 0) == (150, 2)
+    assert varint(b"\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 1) == ((1 << 64) - 1, 11)
+    with pytest.raises(ModelFormatError, match="truncated varint at offset 2"):
+        varint(b"\x96\x96", 0)  # the continuation bit promises a byte that is not there
+    with pytest.raises(ModelFormatError, match="truncated varint"):
+        varint(b"", 0)
+    with pytest.raises(ModelFormatError, match="longer than 64 bits"):
+        varint(b"\xff" * 11, 0)
+
+
+def test_proto_fields_refuse_a_field_that_runs_past_the_end():
+    from hwdeploy.sdk.paddle_format import proto_fields
+
+    message = b"\x08\x96\x01" + b"\x12\x03abc" + b"\x1d\x00\x00\x80\x3f"  # varint, bytes, fixed32
+    assert list(proto_fields(message)) == [(1, 0, 150), (2, 2, b"abc"), (3, 5, b"\x00\x00\x80\x3f")]
+    for cut in range(1, len(message)):
+        if cut in (3, 8):  # field boundaries: a shorter message, not a broken one
+            continue
+        with pytest.raises(ModelFormatError, match="truncated"):
+            list(proto_fields(message[:cut]))
+    with pytest.raises(ModelFormatError, match="wire type 3"):
+        list(proto_fields(b"\x0b"))  # a group start: never written by protobuf 3
+
+
+def test_legacy_program_reader_names_a_truncated_file(tmp_path):
+    from hwdeploy import zoo
+    from hwdeploy.sdk.paddle_format import legacy_inputs, legacy_op_types
+
+    legacy = zoo.get("mlp").legacy
+    assert legacy is not None
+    assert "feed" in legacy_op_types(legacy.program) and [s.name for s in legacy_inputs(legacy.program)] == ["x"]
+    broken = tmp_path / "model.pdmodel"
+    broken.write_bytes(legacy.program.read_bytes()[:-3])
+    with pytest.raises(ModelFormatError, match=r"model\.pdmodel.*truncated") as info:
+        legacy_op_types(broken)
+    assert info.value.path == broken

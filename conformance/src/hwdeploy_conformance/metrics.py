@@ -11,21 +11,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hwdeploy.sdk.testing import rel_l2  # ||dev - ref|| / ||ref||: the one implementation, shared with plugin tests
+
 from hwdeploy_conformance.config import Tolerance
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float64).ravel()
-
-
-def rel_l2(dev: np.ndarray, ref: np.ndarray) -> float:
-    """||dev - ref|| / ||ref|| (0 when both are exactly zero)."""
-    d, r = _flat(dev), _flat(ref)
-    norm = np.linalg.norm(r)
-    diff = np.linalg.norm(d - r)
-    if norm == 0:
-        return 0.0 if diff == 0 else float("inf")
-    return float(diff / norm)
 
 
 def normalised_max_abs(dev: np.ndarray, ref: np.ndarray) -> float:

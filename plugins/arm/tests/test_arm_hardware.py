@@ -8,19 +8,14 @@ reason discovery gives.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import hwdeploy
+from hwdeploy.sdk.testing import rel_l2
 
 pytestmark = pytest.mark.arm
 
 ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"]
-
-
-def _rel_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +49,7 @@ def test_arm_lite_matches_the_cpu_reference(name, arm_lite):
     with hwdeploy.predictor(z.model, device="cpu", backend="paddle-inference", threads=2) as ref:
         reference = ref.run(*inputs)
     for got, want in zip(outputs, reference):
-        assert _rel_l2(got, want) <= 1e-4  # ARM NEON kernels (fp32) vs Paddle Inference on the same board
+        assert rel_l2(got, want) <= 1e-4  # ARM NEON kernels (fp32) vs Paddle Inference on the same board
 
 
 def test_auto_picks_the_faster_engine(arm):

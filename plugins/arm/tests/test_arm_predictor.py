@@ -17,17 +17,13 @@ import pytest
 
 import hwdeploy
 from hwdeploy.errors import BackendError, DeviceNotFoundError, InputError, ModelFormatError, OptionError
+from hwdeploy.sdk.testing import rel_l2
 from hwdeploy_arm import UnrunnableModelError, load_nb
 from hwdeploy_arm.predictor import LitePredictor, example_inputs, pick_faster
 from hwdeploy_arm.worker import LiteWorkerError
 
 ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"]
 PARITY = 1e-5
-
-
-def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
-    got, want = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
 def _reference(model, inputs, **options):

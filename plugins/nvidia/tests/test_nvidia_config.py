@@ -17,13 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import BackendError
+from hwdeploy.errors import BackendError, ModelFormatError
 from hwdeploy.contract.model import load_model
+from hwdeploy.sdk.paddle_format import legacy_inputs, legacy_op_types
 from hwdeploy_nvidia import engines
 from hwdeploy_nvidia.config import GETTERS, build_config, supports_cuda_graph_arg
 from hwdeploy_nvidia.discovery import BACKEND
 from hwdeploy_nvidia.options import GpuOptions, parse_options, parse_shapes, static_shape_ranges
-from hwdeploy_nvidia.programs import engine_files, legacy_inputs, legacy_op_types, op_counts, trt_summary
+from hwdeploy_nvidia.programs import engine_files, op_counts, trt_summary
 
 PRECISION_ENUM = {"fp32": "Float32", "fp16": "Half", "int8": "Int8"}
 
@@ -299,6 +300,17 @@ def test_legacy_program_reader_agrees_with_paddles_protobuf(tiny_models):
     assert [a for v in feed.outputs for a in v.arguments] == ["x"]
     assert trt_summary(path) == {"engines": 0, "outside": {"elementwise_add": 2, "matmul_v2": 2, "relu": 1},
                                  "source": str(path)}
+
+
+@pytest.mark.parametrize("cut", [1, 3, 0.5, -1])
+def test_a_truncated_legacy_program_is_a_model_format_error_naming_the_file(tiny_models, tmp_path, cut):
+    data = tiny_models["legacy"].read_bytes()
+    broken = tmp_path / "tiny.pdmodel"
+    broken.write_bytes(data[:int(len(data) * cut) if isinstance(cut, float) else cut])  # ends inside a field
+    for read in (legacy_op_types, legacy_inputs, op_counts, trt_summary):
+        with pytest.raises(ModelFormatError, match="tiny.pdmodel.*truncated") as info:
+            read(broken)
+        assert info.value.path == broken
 
 
 def test_tensorrt_engine_ops_and_their_files_are_counted(tiny_models, tmp_path):

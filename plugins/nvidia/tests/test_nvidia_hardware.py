@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import hwdeploy
+from hwdeploy.sdk.testing import rel_l2
 from hwdeploy.contract.records import DeviceSpec
 
 pytestmark = pytest.mark.nvidia
@@ -50,11 +51,6 @@ def _zoo(name: str):
     return zoo.get(name)
 
 
-def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
@@ -87,7 +83,7 @@ def test_zoo_conforms_on_the_gpu(trt_gpu, name, precision, tmp_path):
     for batch in sorted({z.entry.batch_range[0], z.entry.batch_range[1]}):
         x = z.sample_inputs(batch=batch, seed=batch)
         for got, want in zip(dev.run(*x), cpu.run(*x)):
-            assert _rel_l2(got, want) <= max_err and _cosine(got, want) >= min_cos, (name, precision, batch)
+            assert rel_l2(got, want) <= max_err and _cosine(got, want) >= min_cos, (name, precision, batch)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -141,7 +137,7 @@ def test_dynamic_shape_modes_on_a_legacy_program(trt_gpu, mode, tmp_path):
     cpu = hwdeploy.predictor(z.legacy, device="cpu")
     for batch in (1, 3, 8):
         x = z.sample_inputs(batch=batch, seed=batch)
-        assert _rel_l2(predictor.run(*x)[0], cpu.run(*x)[0]) <= PARITY["fp16"][0]
+        assert rel_l2(predictor.run(*x)[0], cpu.run(*x)[0]) <= PARITY["fp16"][0]
 
 
 def test_engines_are_cached_and_reused(trt_gpu):
@@ -169,7 +165,7 @@ def test_convert_builds_engines_ahead_of_time(trt_gpu):
     assert predictor.trt.mode == "prebuilt" and predictor.trt.engines >= 1
     x = z.sample_inputs(batch=4)
     cpu = hwdeploy.predictor(z.model, device="cpu")
-    assert _rel_l2(predictor.run(*x)[0], cpu.run(*x)[0]) <= PARITY["fp16"][0]
+    assert rel_l2(predictor.run(*x)[0], cpu.run(*x)[0]) <= PARITY["fp16"][0]
 
 
 def test_int8_calibration_on_a_legacy_program(trt_gpu):

@@ -64,7 +64,8 @@ def test_session_asked_for_cuda_gets_only_the_cpu_and_the_receipt_says_so(mlp):
     assert p.granted_providers == ["CPUExecutionProvider"]  # what ORT really holds
     receipt = p.receipt()
     assert receipt.actual == "cpu:0"
-    assert p.device.kind == "cpu"
+    assert p.device == requested.fallback("cpu:0")  # the device it really runs on, named for what it replaces
+    assert (p.device.id, p.device.name, p.device.plugin) == ("cpu:0", "cpu (fallback from gpu:0)", "onnxruntime")
     assert any("CUDAExecutionProvider" in e and "get_providers" in e for e in receipt.fallback_evidence)
     reasons = receipt.fallback_reasons()
     assert any("requested gpu:0" in r and "cpu:0" in r for r in reasons)

@@ -1,16 +1,13 @@
 """The ONNX Runtime plugin through hwdeploy's public API: discovery, conversion, parity, receipts, errors."""
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
 import hwdeploy
 from hwdeploy import zoo
 from hwdeploy.errors import ConversionError, InputError, OptionError, UnsupportedOpsError
-from hwdeploy.sdk.testing import assert_parity, run_clones_in_threads
+from hwdeploy.sdk import testing
+from hwdeploy.sdk.testing import assert_clones_agree, assert_parity
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +46,7 @@ def test_gpu_is_reported_with_the_reason_it_is_absent():
 
 
 def test_discovery_imports_neither_onnxruntime_nor_paddle():
-    code = textwrap.dedent("""
-        import sys, hwdeploy
-        found = [d for d in hwdeploy.devices() if d.backend == "onnxruntime"]
-        assert found, "plugin not discovered"
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("onnxruntime", "paddle", "paddle2onnx", "onnx"))
-        print(heavy)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert testing.modules_imported_by_discovery("onnxruntime", ["onnxruntime", "paddle", "paddle2onnx", "onnx"]) == []
 
 
 def test_plain_auto_never_picks_the_onnxruntime_cpu_device(mlp):
@@ -73,9 +61,7 @@ def test_parity_with_the_cpu_reference(name):
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
     ort = hwdeploy.predictor(z.model, "cpu", backend="onnxruntime", threads=1)
     for batch in (1, 3):
-        assert_parity(reference, ort, z.sample_inputs(batch, seed=5), tol=1e-4)
-    assert ort.output_names == reference.output_names
-    assert ort.input_names == reference.input_names
+        assert_parity(reference, ort, z.sample_inputs(batch, seed=5), tol=1e-4)  # and the same names
 
 
 def test_receipt_reads_providers_and_node_placement_back_from_the_session(mobilenet):
@@ -104,10 +90,7 @@ def test_conversion_is_cached_by_content_hash(mlp):
 
 def test_clones_run_in_threads_with_identical_results(mlp):
     p = hwdeploy.predictor(mlp.model, "cpu", backend="onnxruntime", threads=1)
-    inputs = mlp.sample_inputs(4, seed=2)
-    expected = p.run(*inputs)[0]
-    results = run_clones_in_threads(p, inputs, clones=3, runs=20)
-    assert len(results) == 60 and all(np.array_equal(r, expected) for r in results)
+    assert_clones_agree(p, mlp.sample_inputs(4, seed=2), clones=3, runs=20)
     assert p.clone().receipt().backend == "onnxruntime"
 
 
@@ -139,33 +122,42 @@ def test_bad_opset_is_refused(mlp):
         hwdeploy.convert(mlp.model, "onnx", opset=3)
 
 
-DET_MODEL = textwrap.dedent('''
-    import sys
-    import paddle
-
-    class Det(paddle.nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.fc = paddle.nn.Linear(4, 4)
-
-        def forward(self, x):
-            return paddle.linalg.det(self.fc(x))
-
-    layer = Det()
-    layer.eval()
-    paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 4, 4], "float32", "x")])
-''')
+# ---------------------------------------------------------------- the shared ONNX path
 
 
-def test_unsupported_operator_is_named_and_the_host_survives(tmp_path):
-    # paddle2onnx 2.1 aborts its process on an unmapped operator: the export must run isolated.
-    script = tmp_path / "build_det.py"
-    script.write_text(DET_MODEL)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "det" / "model")], check=True, capture_output=True,
-                   timeout=120)
+@pytest.fixture(scope="module")
+def unconvertible(tmp_path_factory):
+    """Real models paddle2onnx cannot convert (the same ones the OpenVINO plugin's tests use)."""
+    return testing.build_onnx_unconvertible(tmp_path_factory.mktemp("unconvertible"))
+
+
+def test_every_op_without_an_onnx_mapping_is_named_and_the_host_survives(unconvertible):
+    # paddle2onnx 2.1 aborts its process (SIGABRT) on these ops: the export must run isolated.
     with pytest.raises(UnsupportedOpsError) as info:
-        hwdeploy.convert(tmp_path / "det", "onnx")
-    assert info.value.ops == ["pd_op.det"]
-    assert "paddle2onnx" in str(info.value)
-    with pytest.raises(UnsupportedOpsError):  # and through predictor creation
-        hwdeploy.predictor(tmp_path / "det", "cpu", backend="onnxruntime")
+        hwdeploy.predictor(unconvertible["unmapped"], "cpu", backend="onnxruntime")
+    assert info.value.ops == testing.ONNX_UNMAPPED_OPS == ["pd_op.det", "pd_op.inverse"]
+    assert "paddle2onnx" in str(info.value) and "pd_op.det, pd_op.inverse" in str(info.value)
+    with pytest.raises(UnsupportedOpsError) as direct:  # the same answer from the shared target itself
+        hwdeploy.convert(unconvertible["unmapped"], "onnx")
+    assert direct.value.ops == info.value.ops
+
+
+def test_an_op_paddle2onnx_fails_on_is_named_with_its_message(unconvertible):
+    # Paddle 3.3 writes nearest_interp's scale as float64; paddle2onnx 2.1 wants float32 and sys.exit()s.
+    with pytest.raises(UnsupportedOpsError) as info:
+        hwdeploy.predictor(unconvertible["mapper_fails"], "cpu", backend="onnxruntime")
+    assert info.value.ops == testing.ONNX_MAPPER_FAILS_OPS == ["pd_op.nearest_interp"]
+    assert "FloatAttribute" in str(info.value)
+
+
+def test_the_onnx_file_another_onnx_reader_exported_is_not_exported_again(mlp, tmp_path, monkeypatch):
+    """One export per model for every ONNX runtime: the built-in "onnx" target, cached by content hash."""
+    monkeypatch.setenv("HWDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    exports = testing.count_onnx_exports(monkeypatch)  # a spy: paddle2onnx really runs
+    first = hwdeploy.convert(mlp.model, "onnx")  # what OpenVINO, or any other ONNX reader, asks for
+    assert not first.cached and len(exports) == 1
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="onnxruntime", threads=1)
+    assert len(exports) == 1, "ONNX Runtime exported the model again"
+    assert [d.name for d in (tmp_path / "cache" / "convert").iterdir()] == ["onnx"]
+    assert len(list((tmp_path / "cache" / "convert" / "onnx").iterdir())) == 1
+    assert_parity(hwdeploy.predictor(mlp.model, "cpu", threads=1), p, mlp.sample_inputs(2, seed=1))

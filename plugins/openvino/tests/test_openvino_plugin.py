@@ -1,16 +1,13 @@
 """The OpenVINO plugin through hwdeploy's public API: discovery, IR conversion, parity, precision receipts."""
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
 import hwdeploy
 from hwdeploy import zoo
-from hwdeploy.errors import FallbackError, InputError, OptionError
-from hwdeploy.sdk.testing import assert_parity, run_clones_in_threads
+from hwdeploy.errors import FallbackError, InputError, OptionError, UnsupportedOpsError
+from hwdeploy.sdk import testing
+from hwdeploy.sdk.testing import assert_clones_agree, assert_parity
 
 import hwdeploy_openvino.predictor as ov_predictor
 
@@ -33,14 +30,7 @@ def test_discovery_reports_a_cpu_device_below_the_reference():
 
 
 def test_discovery_imports_neither_openvino_nor_paddle():
-    code = textwrap.dedent("""
-        import sys, hwdeploy
-        assert any(d.backend == "openvino" for d in hwdeploy.devices()), "plugin not discovered"
-        print(sorted(m for m in sys.modules if m.split(".")[0] in ("openvino", "paddle", "paddle2onnx", "onnx")))
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert testing.modules_imported_by_discovery("openvino", ["openvino", "paddle", "paddle2onnx", "onnx"]) == []
 
 
 def test_plain_auto_never_picks_the_openvino_device(mlp):
@@ -55,8 +45,7 @@ def test_parity_with_the_cpu_reference(name):
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
     ov = hwdeploy.predictor(z.model, "cpu", backend="openvino", threads=1)
     for batch in (1, 3):  # the IR keeps the dynamic batch
-        assert_parity(reference, ov, z.sample_inputs(batch, seed=5), tol=1e-4)
-    assert ov.output_names == reference.output_names and ov.input_names == reference.input_names
+        assert_parity(reference, ov, z.sample_inputs(batch, seed=5), tol=1e-4)  # and the same names
 
 
 def test_receipt_shows_device_precision_and_every_layer(mobilenet):
@@ -99,10 +88,7 @@ def test_conversion_is_cached_and_keeps_fp32_weights(mobilenet):
 
 def test_clones_run_in_threads_with_identical_results(mlp):
     p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
-    inputs = mlp.sample_inputs(4, seed=2)
-    expected = p.run(*inputs)[0]
-    results = run_clones_in_threads(p, inputs, clones=3, runs=20)
-    assert len(results) == 60 and all(np.array_equal(r, expected) for r in results)
+    assert_clones_agree(p, mlp.sample_inputs(4, seed=2), clones=3, runs=20)
 
 
 def test_outputs_are_not_overwritten_by_the_next_call(mlp):
@@ -134,3 +120,39 @@ def test_inputs_are_validated_before_openvino_sees_them(mlp):
 def test_bad_options_are_refused(mlp, options, match):
     with pytest.raises(OptionError, match=match):
         hwdeploy.predictor(mlp.model, "cpu", backend="openvino", **options)
+
+
+# ---------------------------------------------------------------- the shared ONNX path
+
+
+@pytest.fixture(scope="module")
+def unconvertible(tmp_path_factory):
+    """Real models paddle2onnx cannot convert (the same ones the ONNX Runtime plugin's tests use)."""
+    return testing.build_onnx_unconvertible(tmp_path_factory.mktemp("unconvertible"))
+
+
+@pytest.mark.parametrize("model, ops", [("unmapped", testing.ONNX_UNMAPPED_OPS),
+                                        ("mapper_fails", testing.ONNX_MAPPER_FAILS_OPS)])
+def test_ops_paddle2onnx_cannot_convert_fail_as_for_every_onnx_reader(unconvertible, model, ops):
+    """The same UnsupportedOpsError, naming the same ops, as the shared "onnx" target (and so ONNX Runtime)."""
+    with pytest.raises(UnsupportedOpsError) as through_openvino:
+        hwdeploy.predictor(unconvertible[model], "cpu", backend="openvino")
+    with pytest.raises(UnsupportedOpsError) as through_onnx:
+        hwdeploy.convert(unconvertible[model], "onnx")
+    assert through_openvino.value.ops == through_onnx.value.ops == ops
+    assert str(through_openvino.value) == str(through_onnx.value)
+    with pytest.raises(UnsupportedOpsError):  # the IR target itself says the same
+        hwdeploy.convert(unconvertible[model], "openvino")
+
+
+def test_the_ir_is_built_from_the_shared_onnx_export_without_exporting_again(mlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("HWDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    exports = testing.count_onnx_exports(monkeypatch)  # a spy: paddle2onnx really runs
+    onnx = hwdeploy.convert(mlp.model, "onnx")  # what ONNX Runtime's predictor asks for
+    assert not onnx.cached and exports == [mlp.model.sha256]
+    ir = hwdeploy.convert(mlp.model, "openvino")
+    assert exports == [mlp.model.sha256], "OpenVINO exported the model to ONNX again"
+    assert ir.metadata["onnx"] == {"directory": str(onnx.directory), "cached": True}
+    assert ir.metadata["paddle2onnx"] == onnx.metadata["paddle2onnx"] and ir.metadata["openvino"]
+    p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
+    assert_parity(hwdeploy.predictor(mlp.model, "cpu", threads=1), p, mlp.sample_inputs(2, seed=1))

@@ -1,4 +1,5 @@
-"""Facts about the host that device discovery reports: CPU name, memory, usable cores, installed versions.
+"""Facts about the host that device discovery reports: CPU name, memory, usable cores, installed versions,
+and the machine fingerprint that speed measurements are keyed on.
 
 Standard library only (no Paddle, no runtime import), so any plugin's
 discovery hook may call these.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
+from typing import Any
 
 
 def cpu_name() -> str:
@@ -52,3 +54,16 @@ def dist_version(*dists: str) -> str:
 def paddle_version() -> str:
     """Installed Paddle version (CPU or GPU build), "" when Paddle is absent. Does not import Paddle."""
     return dist_version("paddlepaddle", "paddlepaddle-gpu")
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What identifies this host for measurements and caches keyed on speed: a JSON-able dict.
+
+    ``cpu`` (model name), ``cores`` (usable by this process), ``memory_bytes``, ``machine``
+    (``x86_64``, ``aarch64``), ``node`` (host name), ``system`` + ``release`` (OS kernel) and
+    ``python``. Installed runtime versions are not in it: a cache key adds the versions
+    of what it measured. Standard library only; cheap enough to call per decision.
+    """
+    return {"cpu": cpu_name(), "cores": default_threads(), "memory_bytes": memory_bytes(),
+            "machine": platform.machine(), "node": platform.node(), "system": platform.system(),
+            "release": platform.release(), "python": platform.python_version()}

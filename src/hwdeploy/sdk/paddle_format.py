@@ -9,6 +9,10 @@ Formats:
   and that many ``(u64 nbytes, bytes)`` levels, then ``u32 version=0``, ``i32 desc_size``,
   a ``TensorDesc`` protobuf (field 1 data type, field 2 dims) and the raw data.
 - PIR ``.json``: ``{"base_code": {"magic": "pir", ...}, "program": {"regions": [...]}}``.
+- legacy ``.pdmodel``: a ``ProgramDesc`` protobuf message (read with :func:`proto_fields`; op types
+  and feed targets only).
+
+Every reader raises :class:`~hwdeploy.errors.ModelFormatError` on a truncated or corrupt file.
 """
 
 from __future__ import annotations
@@ -44,11 +48,16 @@ class TensorRecord:
     nbytes: int
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode the protobuf varint at ``buf[pos]``; return ``(value, position after it)``.
+
+    Raises :class:`~hwdeploy.errors.ModelFormatError` when the buffer ends inside
+    the varint or the varint is longer than 64 bits (a corrupt or truncated file).
+    """
     result = shift = 0
     while True:
         if pos >= len(buf):
-            raise ValueError("truncated varint")
+            raise ModelFormatError(f"truncated varint at offset {pos} (buffer has {len(buf)} bytes)")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -56,33 +65,62 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 63:
-            raise ValueError("varint too long")
+            raise ModelFormatError(f"varint longer than 64 bits before offset {pos}")
 
 
-def _tensor_desc(buf: bytes) -> tuple[int, list[int]]:
-    """Decode the two fields of a TensorDesc protobuf message."""
-    pos, dtype, dims = 0, None, []
+def signed64(value: int) -> int:
+    """A varint read as protobuf ``int64`` (two's complement: ``-1`` is stored as 2**64 - 1)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_FIXED_SIZES = {1: 8, 5: 4}
+
+
+def proto_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """``(field number, wire type, value)`` of each field of one protobuf message, in order.
+
+    Varints come back as ``int``, length-delimited, 64- and 32-bit fields as ``bytes``.
+    Raises :class:`~hwdeploy.errors.ModelFormatError` when a field runs past the end
+    of ``buf`` or uses a wire type protobuf 3 does not write (groups).
+    """
+    pos = 0
     while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        fnum, wtype = key >> 3, key & 7
-        if wtype == 0:
-            value, pos = _varint(buf, pos)
-            if fnum == 1:
-                dtype = value
-            elif fnum == 2:
-                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
-        elif wtype == 2:
-            length, pos = _varint(buf, pos)
-            chunk, pos = buf[pos:pos + length], pos + length
-            if fnum == 2:  # packed dims
-                p = 0
-                while p < len(chunk):
-                    value, p = _varint(chunk, p)
-                    dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+        key, pos = varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = varint(buf, pos)
+        elif wire == 2 or wire in _FIXED_SIZES:
+            if wire == 2:
+                size, pos = varint(buf, pos)
+            else:
+                size = _FIXED_SIZES[wire]
+            if pos + size > len(buf):
+                raise ModelFormatError(f"truncated protobuf field {number} at offset {pos}: needs {size} bytes,"
+                                       f" {len(buf) - pos} left")
+            value, pos = buf[pos:pos + size], pos + size
         else:
-            raise ValueError(f"unexpected protobuf wire type {wtype}")
+            raise ModelFormatError(f"unexpected protobuf wire type {wire} (field {number}) before offset {pos}")
+        yield number, wire, value
+
+
+def tensor_desc(buf: bytes) -> tuple[int, list[int]]:
+    """Decode a ``TensorDesc`` protobuf message: ``(data type code, dims)`` (``-1`` for a dynamic dim).
+
+    The code indexes :data:`PADDLE_DTYPES`.
+    """
+    dtype, dims = None, []
+    for number, wire, value in proto_fields(buf):
+        if number == 1 and wire == 0:
+            dtype = value
+        elif number == 2 and wire == 0:
+            dims.append(signed64(value))
+        elif number == 2 and wire == 2:  # packed dims
+            pos = 0
+            while pos < len(value):
+                dim, pos = varint(value, pos)
+                dims.append(signed64(dim))
     if dtype is None:
-        raise ValueError("TensorDesc without data_type")
+        raise ModelFormatError("TensorDesc without data_type")
     return dtype, dims
 
 
@@ -133,7 +171,7 @@ def scan_params(path: Path) -> list[TensorRecord]:
             raise ModelFormatError(f"{path}: corrupt parameter file (bad tensor header at tensor #{len(records)})", path)
         need(desc_size, "tensor desc")
         try:
-            dtype_code, dims = _tensor_desc(data[pos:pos + desc_size])
+            dtype_code, dims = tensor_desc(data[pos:pos + desc_size])
         except ValueError as exc:
             raise ModelFormatError(f"{path}: corrupt tensor description at tensor #{len(records)}: {exc}", path) from None
         pos += desc_size
@@ -268,3 +306,94 @@ def _parse_block(block: dict) -> PirProgram:
 def iter_sub_blocks(op: PirOp) -> Iterator[dict]:
     for region in op.raw.get("regions", []) or []:
         yield from region.get("blocks", [])
+
+
+def iter_all_ops(ops: list[PirOp]) -> Iterator[PirOp]:
+    """``ops`` and, depth first, the ops of their sub-blocks (``pd_op.if`` branches, ``pd_op.while`` bodies)."""
+    for op in ops:
+        yield op
+        for block in iter_sub_blocks(op):
+            yield from iter_all_ops(_parse_block(block).ops)
+
+
+# ---------------------------------------------------------------- legacy ProgramDesc (.pdmodel)
+# paddle/fluid/framework/framework.proto: ProgramDesc.blocks = 1; BlockDesc.vars = 3, ops = 4;
+# OpDesc.outputs = 2 (Var: parameter = 1, arguments = 2), type = 3, attrs = 4 (name = 1, i = 3);
+# VarDesc.name = 1, type = 2 (VarType.dense_tensor = 3 -> DenseTensorDesc.tensor = 1).
+
+
+def _read_legacy(path: Path, read):
+    path = Path(path)
+    data = read_model_file(path)
+    try:
+        return read(data)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: not a readable Paddle ProgramDesc ({exc})", path) from None
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"{path}: not a readable Paddle ProgramDesc (bad name: {exc})", path) from None
+
+
+def legacy_op_types(path: Path) -> list[str]:
+    """Op types of every block of a legacy ``.pdmodel`` ProgramDesc, in program order.
+
+    Raises :class:`~hwdeploy.errors.ModelFormatError` naming the file when it is truncated or corrupt.
+    """
+    def read(data: bytes) -> list[str]:
+        types = []
+        for number, _, block in proto_fields(data):
+            if number != 1:
+                continue
+            for bnum, _, op in proto_fields(block):
+                if bnum != 4:
+                    continue
+                types += [value.decode(errors="replace") for onum, _, value in proto_fields(op) if onum == 3]
+        return types
+
+    return _read_legacy(path, read)
+
+
+def legacy_inputs(path: Path) -> list:
+    """Feed targets of a legacy ``.pdmodel`` ProgramDesc in ``col`` order, as
+    :class:`~hwdeploy.TensorSpec` (dtype and shape, ``-1`` for a dynamic dim).
+
+    Raises :class:`~hwdeploy.errors.ModelFormatError` naming the file when it is truncated or corrupt.
+    """
+    from hwdeploy.contract.records import TensorSpec
+
+    def read(data: bytes) -> list:
+        blocks = [value for number, _, value in proto_fields(data) if number == 1]  # reads the whole file
+        block = blocks[0] if blocks else b""
+        var_types: dict[str, tuple[str, tuple[int, ...]]] = {}
+        feeds: list[tuple[int, str]] = []
+        for number, _, value in proto_fields(block):
+            if number == 3:
+                name, desc = "", None
+                for vnum, _, vval in proto_fields(value):
+                    if vnum == 1:
+                        name = vval.decode()
+                    elif vnum == 2:
+                        for tnum, _, tval in proto_fields(vval):
+                            if tnum == 3:
+                                desc = next((tensor_desc(x) for n, _, x in proto_fields(tval) if n == 1), None)
+                if desc is not None:
+                    var_types[name] = (PADDLE_DTYPES.get(desc[0], ""), tuple(desc[1]))
+            elif number == 4:
+                op_type, outputs, col = "", [], None
+                for onum, _, oval in proto_fields(value):
+                    if onum == 3:
+                        op_type = oval.decode()
+                    elif onum == 2:
+                        outputs += [a.decode() for n, _, a in proto_fields(oval) if n == 2]
+                    elif onum == 4:
+                        attr = {n: v for n, _, v in proto_fields(oval)}
+                        if attr.get(1) == b"col":
+                            col = attr.get(3)
+                if op_type == "feed" and outputs:
+                    feeds.append((col if col is not None else len(feeds), outputs[0]))
+        specs = []
+        for _, name in sorted(feeds):
+            dtype, shape = var_types.get(name, ("", ()))
+            specs.append(TensorSpec(name, shape, dtype))
+        return specs
+
+    return _read_legacy(path, read)

@@ -1,15 +1,24 @@
-"""Helpers for testing plugins: install a plugin through a real entry point, without pip.
+"""Helpers for testing plugins (hwdeploy's own and a vendor's): real entry points, real models, parity.
 
-``install_plugin`` writes a module and a ``*.dist-info`` directory (METADATA
-with ``Requires-Dist``, ``entry_points.txt``) into a folder, exactly what pip
-would leave in site-packages. Put the folder on ``sys.path`` (or ``PYTHONPATH``
-for a subprocess) and ``importlib.metadata`` finds the entry point, so the
-plugin goes through hwdeploy's real loading path, compatibility check included.
+- :func:`install_plugin` writes a module and a ``*.dist-info`` directory (METADATA
+  with ``Requires-Dist``, ``entry_points.txt``) into a folder, exactly what pip
+  would leave in site-packages. Put the folder on ``sys.path`` (or ``PYTHONPATH``
+  for a subprocess; :func:`plugins_on_path` does both) and ``importlib.metadata``
+  finds the entry point, so the plugin goes through hwdeploy's real loading path,
+  compatibility check included.
+- :func:`build_model` saves a model from a Paddle script in a subprocess (the test
+  process stays Paddle-free); :data:`ONNX_UNMAPPED` and :data:`ONNX_MAPPER_FAILS`
+  (:func:`build_onnx_unconvertible`) are real models paddle2onnx cannot convert, and
+  :func:`count_onnx_exports` counts real exports, for plugins that read ONNX.
+- :func:`rel_l2` (the one relative-error metric of tests, benchmarks and the
+  conformance suite), :func:`assert_parity`, :func:`run_clones_in_threads`,
+  :func:`assert_clones_agree`, :func:`modules_imported_by_discovery`.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from contextlib import contextmanager
@@ -61,12 +70,20 @@ def plugins_on_path(site: Path) -> Iterator[None]:
         reset_plugin_manager()
 
 
-def rel_l2(reference, output) -> float:
-    """Relative L2 error of ``output`` against ``reference``, computed in float64 (parity checks)."""
+def rel_l2(output, reference) -> float:
+    """Relative L2 error ``||output - reference|| / ||reference||``, in float64, over all elements.
+
+    The one implementation hwdeploy's tests, benchmarks and the conformance suite share.
+    0.0 when both are exactly zero, ``inf`` when only the reference is (no scale to judge by).
+    """
     import numpy as np
 
-    reference, output = np.asarray(reference, np.float64), np.asarray(output, np.float64)
-    return float(np.linalg.norm(output - reference) / np.linalg.norm(reference))
+    out = np.asarray(output, dtype=np.float64).ravel()
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    norm, diff = np.linalg.norm(ref), np.linalg.norm(out - ref)
+    if norm == 0:
+        return 0.0 if diff == 0 else float("inf")
+    return float(diff / norm)
 
 
 def run_clones_in_threads(predictor, inputs: Sequence, *, clones: int = 3, runs: int = 20) -> list:
@@ -95,11 +112,141 @@ def run_clones_in_threads(predictor, inputs: Sequence, *, clones: int = 3, runs:
     return results
 
 
-def assert_parity(reference, candidate, inputs: Sequence, *, tol: float = 1e-4) -> None:
-    """Assert that two predictors give the same output shapes and outputs within relative L2 ``tol``."""
+def assert_clones_agree(predictor, inputs: Sequence, *, clones: int = 3, runs: int = 20) -> None:
+    """Assert that clones run concurrently in threads all return exactly ``predictor``'s own first output."""
+    import numpy as np
+
+    expected = predictor.run(*inputs)[0]
+    results = run_clones_in_threads(predictor, inputs, clones=clones, runs=runs)
+    assert len(results) == clones * runs, f"{len(results)} results from {clones} clones x {runs} runs"
+    differ = sum(not np.array_equal(r, expected) for r in results)
+    assert not differ, f"{differ} of {len(results)} outputs of clones differ from the predictor's own"
+
+
+def assert_parity(reference, candidate, inputs: Sequence, *, tol: float = 1e-4, same_names: bool = True) -> None:
+    """Assert that two predictors give the same output shapes and outputs within relative L2 ``tol``
+    (and, with ``same_names``, the same input and output names)."""
     expected, got = reference.run(*inputs), candidate.run(*inputs)
     assert [o.shape for o in got] == [e.shape for e in expected], (
         f"output shapes {[o.shape for o in got]} != reference {[e.shape for e in expected]}")
     for i, (e, o) in enumerate(zip(expected, got)):
-        error = rel_l2(e, o)
+        error = rel_l2(o, e)
         assert error <= tol, f"output {i}: relative L2 error {error:.3g} > {tol}"
+    if same_names:
+        assert candidate.input_names == reference.input_names, (candidate.input_names, reference.input_names)
+        assert candidate.output_names == reference.output_names, (candidate.output_names, reference.output_names)
+
+
+_DISCOVERY_PROBE = """
+import json, sys
+import hwdeploy
+roots = set(sys.argv[2:])
+found = [d.id for d in hwdeploy.devices() if d.backend == sys.argv[1]]
+print(json.dumps({"found": found, "imported": sorted(m for m in sys.modules if m.split(".")[0] in roots)}))
+"""
+
+
+def modules_imported_by_discovery(backend: str, roots: Sequence[str], *, timeout: float = 120) -> list[str]:
+    """The modules under ``roots`` (``"paddle"``, a runtime's package) that ``hwdeploy.devices()`` imports.
+
+    Runs in a fresh interpreter (this one has imported who knows what) and asserts that a device of
+    ``backend`` was discovered there at all. A plugin whose discovery stays light returns ``[]``.
+    """
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _DISCOVERY_PROBE, backend, *roots], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["found"], f"no device of backend {backend!r} was discovered"
+    return report["imported"]
+
+
+# ---------------------------------------------------------------- real models, built in a subprocess
+
+
+def build_model(source: str, prefix: Path, *, timeout: float = 120) -> Path:
+    """Run a model-saving script (``sys.argv[1]`` is the prefix to ``paddle.jit.save`` to) in a subprocess.
+
+    The test process stays Paddle-free. The script is written next to the model first: dy2static
+    reads the layer's source, so it must live in a file.
+    """
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    script = prefix.parent / "build_model.py"
+    script.write_text(textwrap.dedent(source))
+    try:
+        subprocess.run([sys.executable, str(script), str(prefix)], check=True, capture_output=True, timeout=timeout)
+    finally:
+        script.unlink(missing_ok=True)
+    return prefix
+
+
+#: A PIR model with two ops paddle2onnx 2.1 has no ONNX mapper for (``pd_op.det``, ``pd_op.inverse``):
+#: paddle2onnx aborts its process on it. x: [-1, 4, 4] float32. See :data:`ONNX_UNMAPPED_OPS`.
+ONNX_UNMAPPED = """
+    import sys
+    import paddle
+
+    class DetInv(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.fc = paddle.nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return paddle.linalg.det(y), paddle.linalg.inv(y)
+
+    layer = DetInv()
+    layer.eval()
+    paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 4, 4], "float32", "x")])
+"""
+ONNX_UNMAPPED_OPS = ["pd_op.det", "pd_op.inverse"]
+
+#: A PIR model paddle2onnx 2.1 has mappers for but fails on: Paddle 3.3 writes ``nearest_interp``'s
+#: ``scale`` as float64, paddle2onnx expects float32 ("the 0th elementwise MUST be ir::FloatAttribute").
+#: x: [-1, 3, 8, 8] float32.
+ONNX_MAPPER_FAILS = """
+    import sys
+    import paddle
+
+    class Upsample(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv = paddle.nn.Conv2D(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return paddle.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="nearest")
+
+    layer = Upsample()
+    layer.eval()
+    paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
+"""
+ONNX_MAPPER_FAILS_OPS = ["pd_op.nearest_interp"]
+
+
+def build_onnx_unconvertible(root: Path) -> dict[str, Path]:
+    """Build :data:`ONNX_UNMAPPED` and :data:`ONNX_MAPPER_FAILS` under ``root``: ``{"unmapped": dir, "mapper_fails": dir}``."""
+    root = Path(root)
+    return {"unmapped": build_model(ONNX_UNMAPPED, root / "unmapped" / "model").parent,
+            "mapper_fails": build_model(ONNX_MAPPER_FAILS, root / "mapper_fails" / "model").parent}
+
+
+def count_onnx_exports(monkeypatch) -> list[str]:
+    """Count the ONNX exports of this process: the list grows by a model's sha256 each time paddle2onnx runs.
+
+    A spy, not a fake: the real :func:`hwdeploy.sdk.onnx_export.export_onnx` still runs. ``monkeypatch`` is
+    pytest's fixture (the spy goes away with the test). With it a plugin's test proves that it reuses the
+    cached export of the built-in ``onnx`` target instead of converting again.
+    """
+    from hwdeploy.sdk import onnx_export
+
+    exports: list[str] = []
+    real_export = onnx_export.export_onnx
+
+    def counted_export(model, *args, **kwargs):
+        exports.append(model.sha256)
+        return real_export(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", counted_export)
+    return exports

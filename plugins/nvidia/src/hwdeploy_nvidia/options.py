@@ -192,9 +192,9 @@ OPTION_NAMES = tuple(f.name for f in fields(GpuOptions))
 
 
 def input_specs(model: Model) -> list[TensorSpec] | None:
-    """The model's inputs, read without Paddle (PIR through hwdeploy, legacy ProgramDescs through protobuf)."""
+    """The model's inputs, read without Paddle (both formats through :mod:`hwdeploy.sdk.paddle_format`)."""
     if model.format == "legacy":
-        from hwdeploy_nvidia.programs import legacy_inputs
+        from hwdeploy.sdk.paddle_format import legacy_inputs
 
         return legacy_inputs(model.program) or None
     io = model_io(model)

@@ -1,9 +1,11 @@
-"""hwdeploy hooks for ONNX Runtime: a ``cpu`` device (and ``gpu`` with onnxruntime-gpu), target ``onnx``.
+"""hwdeploy hooks for ONNX Runtime: a ``cpu`` device (and ``gpu`` with onnxruntime-gpu).
 
 The CPU device has priority -1: plain ``device="auto"`` keeps the Paddle
 Inference reference; ``hwdeploy.predictor(m, "cpu", backend="onnxruntime")``
-or ``device="auto:fastest"`` picks it. Importing this module imports neither
-onnxruntime nor Paddle.
+or ``device="auto:fastest"`` picks it. Models reach ONNX Runtime through
+hwdeploy's built-in conversion target ``onnx`` (``hwdeploy.convert(m, "onnx")``),
+so the ONNX file is cached once for every runtime that reads it. Importing this
+module imports neither onnxruntime nor Paddle.
 """
 
 from __future__ import annotations
@@ -15,13 +17,10 @@ from hwdeploy.errors import OptionError
 from hwdeploy.sdk.options import check_options, check_threads
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
 from hwdeploy.sdk.isolation import run_probe
-from hwdeploy.sdk.onnx_export import converter_missing
-from hwdeploy.contract.records import Artifact, ConversionTarget
+from hwdeploy.sdk.onnx_export import TARGET as ONNX, converter_missing, onnx_options
 
-from hwdeploy_onnxruntime import convert
 from hwdeploy_onnxruntime.predictor import BACKEND, ort_version
 
-TARGET = "onnx"
 CPU_PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
 GPU_PRIORITY = 40  # below Paddle's own GPU backends (100)
 OPTIONS = {"threads", "precision", "check_finite", "opset", "spinning"}
@@ -75,21 +74,6 @@ def hwdeploy_discover_devices() -> list[Device]:
 
 
 @hookimpl
-def hwdeploy_conversion_targets() -> list[ConversionTarget]:
-    return [ConversionTarget(TARGET, "ONNX model via paddle2onnx (loaded by ONNX Runtime)",
-                             device_kinds=("cpu", "gpu"))]
-
-
-@hookimpl
-def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir) -> Artifact | None:
-    if target != TARGET:
-        return None
-    check_options("onnx conversion", options, {"opset"})
-    path, facts = convert.export_onnx(model, output_dir, options.get("opset", convert.DEFAULT_OPSET))
-    return Artifact(TARGET, output_dir, [path.name], facts)
-
-
-@hookimpl
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.backend != BACKEND:
         return None
@@ -102,8 +86,9 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     import hwdeploy
     from hwdeploy_onnxruntime.predictor import OrtPredictor
 
-    # Only an explicit opset goes into the cache key, so hwdeploy.convert(m, "onnx") shares the artifact.
-    artifact = hwdeploy.convert(model, TARGET, **({"opset": options["opset"]} if "opset" in options else {}))
+    # The built-in "onnx" target exports (paddle2onnx, in a child process) and caches by content hash:
+    # OpenVINO and any other ONNX reader share the same file; unsupported ops raise UnsupportedOpsError.
+    artifact = hwdeploy.convert(model, ONNX, **onnx_options(options.get("opset")))
     return OrtPredictor(model, device, artifact.path(), threads=threads, spinning=options.get("spinning", True),
                         check_finite=options.get("check_finite", True), options=options,
                         conversion=artifact.metadata)

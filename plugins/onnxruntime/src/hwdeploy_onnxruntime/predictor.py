@@ -81,8 +81,8 @@ class OrtPredictor(Predictor):
         self.inputs, self.outputs = self._io_specs()
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_names = [o.name for o in self._session.get_outputs()]
-        self.device = device if self._actual() == device.id else Device(
-            "cpu", 0, name=f"cpu (fallback from {device.id})", backend=BACKEND, plugin=device.plugin)
+        actual = self._actual()
+        self.device = device if actual == device.id else device.fallback(actual)
 
     @staticmethod
     def _providers_for(device: Device) -> list:

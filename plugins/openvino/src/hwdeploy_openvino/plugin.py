@@ -1,5 +1,7 @@
 """hwdeploy hooks for OpenVINO: a ``cpu`` device and the conversion target ``openvino`` (IR).
 
+The IR is converted from hwdeploy's built-in, cached ``onnx`` target (see :mod:`.convert`).
+
 The device has priority -1: plain ``device="auto"`` keeps the Paddle
 Inference reference; ``hwdeploy.predictor(m, "cpu", backend="openvino")`` or
 ``device="auto:fastest"`` picks it. Importing this module imports neither
@@ -14,7 +16,7 @@ from hwdeploy import Device, hookimpl
 from hwdeploy.errors import OptionError
 from hwdeploy.sdk.options import check_options, check_threads
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
-from hwdeploy.sdk.onnx_export import converter_missing
+from hwdeploy.sdk.onnx_export import converter_missing, onnx_options
 from hwdeploy.contract.records import Artifact, ConversionTarget
 
 from hwdeploy_openvino import convert
@@ -40,7 +42,7 @@ def hwdeploy_discover_devices() -> list[Device]:
 
 @hookimpl
 def hwdeploy_conversion_targets() -> list[ConversionTarget]:
-    return [ConversionTarget(TARGET, "OpenVINO IR (.xml/.bin, fp32) via paddle2onnx", device_kinds=("cpu",))]
+    return [ConversionTarget(TARGET, "OpenVINO IR (.xml/.bin, fp32) from the shared ONNX export", device_kinds=("cpu",))]
 
 
 @hookimpl
@@ -48,7 +50,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
     if target != TARGET:
         return None
     check_options("openvino conversion", options, {"opset"})
-    xml, facts = convert.convert_to_ir(model, output_dir, options.get("opset", convert.DEFAULT_OPSET))
+    xml, facts = convert.convert_to_ir(model, output_dir, options.get("opset"))
     return Artifact(TARGET, output_dir, [xml.name, xml.with_suffix(".bin").name], facts)
 
 
@@ -68,7 +70,7 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     import hwdeploy
     from hwdeploy_openvino.predictor import OvPredictor
 
-    artifact = hwdeploy.convert(model, TARGET, **({"opset": options["opset"]} if "opset" in options else {}))
+    artifact = hwdeploy.convert(model, TARGET, **onnx_options(options.get("opset")))  # the IR, over the shared ONNX
     return OvPredictor(model, device, artifact.path(), threads=threads, precision=precision, hint=hint,
                        cache=options.get("cache", True), check_finite=options.get("check_finite", True),
                        options=options, conversion=artifact.metadata)

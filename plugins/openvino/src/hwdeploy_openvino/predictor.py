@@ -93,9 +93,7 @@ class OvPredictor(Predictor):
         self._layers = self._read_layers()
         self.inputs, self.outputs = self._io_specs()
         actual = self._actual()
-        self.device = device if actual == device.id else Device(
-            actual.partition(":")[0], int(actual.partition(":")[2] or 0), name=f"{actual} (fallback from {device.id})",
-            backend=BACKEND, plugin=device.plugin)
+        self.device = device if actual == device.id else device.fallback(actual)
 
     def _read_layers(self) -> Counter:
         """(layer type, runtime precision) -> count, from the compiled (executable) model."""
