@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +41,7 @@ from hwdeploy.contract.model import Model, ModelLike, load_model, model_io
 from hwdeploy.contract.manager import get_plugin_manager
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.selection import create_on, hwdeploy_version
+from hwdeploy.sdk.hostinfo import machine_fingerprint
 from hwdeploy.sdk.inputs import random_inputs
 
 log = logging.getLogger("hwdeploy")
@@ -284,27 +284,13 @@ def _time(live: list[tuple[Device, Predictor, dict[str, Any]]], inputs: Any, ref
 
 
 # ------------------------------------------------------------------ decision cache
-def _machine() -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return {"cpu": name, "cores": cores, "machine": platform.machine(), "node": platform.node()}
-
-
 def _decision_key(model: Model, inputs: Any, candidates: Sequence[Device], options: dict[str, Any]) -> str:
     manager = get_plugin_manager()
     backends = sorted((d.plugin, d.backend, d.id, sorted(d.versions.items()), manager.plugin_version(d.plugin))
                       for d in candidates)
     shapes = [(list(a.shape), str(a.dtype)) for a in _arrays(inputs)]
     return cache_key("auto:fastest", DECISION_VERSION, model.sha256, shapes, backends, options, hwdeploy_version(),
-                     _machine())
+                     machine_fingerprint())
 
 
 def _decision_path(key: str):
