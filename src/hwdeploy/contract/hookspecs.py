@@ -175,8 +175,10 @@ def hwdeploy_utilization_sampler(device: Device) -> UtilizationSampler | None:
     correct numbers while sitting idle is a CPU fallback.
 
     Stops at the first non-None result (``firstresult``). Called in the
-    process that runs the predictor (the conformance worker). Return None when
-    the sampling tool (an smi binary) is missing.
+    process that runs the predictor (the conformance worker). Return None for
+    a device that is not yours; when it is yours but the sampling tool (an smi
+    binary) is missing, raise :class:`hwdeploy.BackendError` saying why: the
+    suite then reports "sampler unavailable: <why>" instead of "no sampler hook".
 
     :param device: the :class:`hwdeploy.Device` under test.
     :returns: an object with ``start()`` and ``stop() -> {"samples": int,

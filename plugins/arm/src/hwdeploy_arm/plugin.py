@@ -82,8 +82,9 @@ def hwdeploy_discover_devices() -> list[Device]:
         pi_version = paddle_version()
     found = []
     for kind, target in KINDS.items():
+        # Paddle Lite's CPU kernels run on the host CPU (the ARM board's, or x86's): no accelerator signature.
         device = Device(kind, 0, name=f"{_cpu_name()} via Paddle Lite", backend=BACKEND, priority=PRIORITY[kind],
-                        details={"machine": machine, "lite_target": target, "lite_python": lite.path if lite else None,
+                        host_compute=True, details={"machine": machine, "lite_target": target, "lite_python": lite.path if lite else None,
                                  "lite_python_source": lite.source if lite else None})
         if target != here:
             device.available = False
