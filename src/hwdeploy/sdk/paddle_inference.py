@@ -157,6 +157,11 @@ def create_paddle_predictor(config, model: Model | None = None):
     ProgramDesc) becomes :class:`ModelFormatError` naming the file; anything else :class:`BackendError`.
     """
     inference = inference_module()
+    if model is not None and model.format == "legacy":
+        # What validation cannot prove: the first load on this machine happens in a child process (cached verdict).
+        from hwdeploy.sdk import safety_net
+
+        safety_net.check(model, onednn=config.onednn_enabled(), ir_optim=config.ir_optim())
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # Paddle raises RuntimeError/ValueError/... with C++ context
