@@ -149,10 +149,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def _print_offered(intro: str) -> None:
     from hwdeploy.selection import offered_plugins
 
+    from rich.markup import escape
+
     offered = offered_plugins()
     if offered:
         listed = ", ".join(f"{extra} (pip install 'hwdeploy[{extra}]')" for extra in sorted(offered))
-        _console().print(f"{intro}: {listed}")
+        _console().print(escape(f"{intro}: {listed}"), soft_wrap=True)  # "[arm]" is not markup
 
 
 # ------------------------------------------------------------------ plugins

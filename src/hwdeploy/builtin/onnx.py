@@ -37,8 +37,10 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
     if target != TARGET:
         return None
     check_options("onnx conversion", options, {"opset"})
+    opset = options.get("opset", onnx_export.DEFAULT_OPSET)
+    onnx_export.check_opset(opset)  # the caller's mistake first, whatever is installed
     missing = onnx_export.converter_missing("to ONNX")
     if missing:
         raise ConversionError(f"cannot convert {model.name or model.program} to ONNX: {missing}")
-    path, facts = onnx_export.export_onnx(model, output_dir, options.get("opset", onnx_export.DEFAULT_OPSET))
+    path, facts = onnx_export.export_onnx(model, output_dir, opset)
     return Artifact(TARGET, output_dir, [path.name], facts)
