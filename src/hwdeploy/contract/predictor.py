@@ -45,6 +45,10 @@ class Predictor(abc.ABC):
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
 
+    #: Set True in a plugin whose ``_run`` may be entered from several threads at once because the runtime
+    #: serialises or isolates the calls itself (a browser page behind a lock); otherwise :meth:`run` refuses
+    #: a second concurrent caller with :class:`ConcurrentUseError` rather than risk mixed-up outputs.
+    thread_safe: bool = False
     #: Largest input (bytes) :meth:`run` accepts; None: a quarter of the memory available when first checked.
     #: Set it on a predictor (``p.max_input_bytes = 8 << 30``) to accept larger inputs.
     max_input_bytes: int | None = None
@@ -56,6 +60,8 @@ class Predictor(abc.ABC):
         :class:`ConcurrentUseError` if another thread is running this predictor right now (Paddle's runtimes
         would hand each caller the other's outputs): give each thread its own :meth:`clone`.
         """
+        if self.thread_safe:
+            return self._run(self.prepare_inputs(args, kwargs))
         lock = self.__dict__.get("_run_lock") or self.__dict__.setdefault("_run_lock", threading.Lock())
         if not lock.acquire(blocking=False):
             raise ConcurrentUseError(f"{self!r} is already running in another thread; one predictor serves one"

@@ -68,7 +68,11 @@ def hwdeploy_discover_devices() -> list[Device]:
     if not info.get("float_framebuffer"):
         return [_device(False, f"{renderer} cannot render to float32 textures (EXT_color_buffer_float):"
                                " Paddle.js would lose precision", name, versions, details)]
-    return [_device(True, "", name, versions, details)]
+    device = _device(True, "", name, versions, details)
+    # SwiftShader/llvmpipe run the shaders on the CPU: say so, so no one expects a GPU's timing signature (the
+    # receipt still reports it as a fallback unless allow_software_renderer=True).
+    device.host_compute = bool(details["software_renderer"])
+    return [device]
 
 
 @hookimpl

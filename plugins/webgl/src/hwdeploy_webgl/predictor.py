@@ -57,6 +57,7 @@ class WebGLPredictor(Predictor):
     """
 
     backend = BACKEND
+    thread_safe = True  # every call goes through the page session's lock, on the browser's own thread
 
     def __init__(self, model: Model, device: Device, options: dict[str, Any], *, artifact: Artifact | None = None,
                  bundles: dict[str, bytes] | None = None):
