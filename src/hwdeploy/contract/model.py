@@ -192,6 +192,8 @@ def _validate_model(model: Model) -> None:
                                        f" but {dtype}{list(shape)} in {model.program.name}", model.params)
         if not program.inputs:
             raise ModelFormatError(f"{model.program}: program has no inputs (no pd_op.data op)", model.program)
+        if not program.outputs:  # Paddle would load it and run() return [] without a word
+            raise ModelFormatError(f"{model.program}: program has no outputs (no pd_op.fetch op)", model.program)
     else:
         data = model.program.read_bytes()
         # A ProgramDesc starts with field 1 (blocks), a length-delimited message: tag 0x0a.

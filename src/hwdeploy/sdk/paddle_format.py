@@ -281,6 +281,8 @@ def _parse_block(block: dict) -> PirProgram:
         outs = outs if isinstance(outs, list) else [outs]
         if tag == "p":  # parameter: "A": [?, ?, ?, name]
             name = raw["A"][3]
+            if not isinstance(name, str):  # a mutated file: sorting parameter names would raise a bare TypeError
+                raise TypeError(f"parameter name {name!r:.60} is not a string")
             ttype = _tensor_type(outs[0])
             # "OA" = [persistable, stop_gradient, trainable]; non-persistable ones (an RNN's
             # dropout state) are not in the .pdiparams file.

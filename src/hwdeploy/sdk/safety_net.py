@@ -131,13 +131,18 @@ def child(program: str, params: str, onednn: bool, ir_optim: bool, stage_file: s
     from hwdeploy.contract.model import Model
     from hwdeploy.sdk import legacy_program
     from hwdeploy.sdk.inputs import random_inputs
-    from hwdeploy.sdk.paddle_inference import inference_module, make_config
 
     model = Model(Path(program), Path(params) if params else None, "legacy")
-    inference = inference_module()
+    import paddle.inference as inference  # not via sdk.paddle_inference, which imports this module
+
     stage("load")
-    try:
-        config = make_config(model, threads=1, ir_optim=ir_optim, onednn=onednn, optim_cache=False)
+    try:  # the config sdk.paddle_inference.make_config builds for a legacy program, without the optim cache
+        config = inference.Config(program, params)
+        config.disable_glog_info()
+        config.switch_ir_optim(ir_optim)
+        config.set_cpu_math_library_num_threads(1)
+        config.enable_onednn() if onednn else config.disable_onednn()
+        config.enable_memory_optim()
         predictor = inference.create_predictor(config)
     except Exception as exc:  # noqa: BLE001 - a Python error is the caller's typed error later, not a crash
         return {"stage": "load", "python_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
