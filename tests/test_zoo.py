@@ -18,7 +18,7 @@ import pytest
 
 import hwdeploy
 from hwdeploy import zoo
-from hwdeploy.errors import BackendError, ConversionError, ModelNotFoundError
+from hwdeploy.errors import BackendError, ConversionError, ModelError, ModelNotFoundError
 from hwdeploy.sdk.testing import rel_l2
 
 EXPECTED = {"mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"}
@@ -270,3 +270,54 @@ def test_failed_build_raises_and_publishes_nothing(fresh_cache, monkeypatch):
         zoo.get("mlp")
     root = zoo.zoo_root()
     assert [p for p in root.iterdir() if p.is_dir()] == []
+
+
+# ------------------------------------------------------------------------------------------- trained models
+
+def test_trained_digits_cnn_records_its_splits_and_accuracy():
+    z = zoo.get("digits_cnn")
+    assert z.trained and z.entry.task == "classification" and "digits_cnn" in zoo.TRAINED
+    training = z.build_info["training"]
+    assert training["fp32_test_accuracy"] == z.test_accuracy >= 0.90
+    x_test, y_test = z.test_split()
+    calibration = z.calibration_split()
+    assert x_test.shape == (training["test_size"], 1, 32, 32) and x_test.dtype == np.float32
+    assert y_test.shape == (training["test_size"],) and set(np.unique(y_test)) == set(range(10))
+    assert calibration.shape == (training["calibration_size"], 1, 32, 32) and np.all(np.isfinite(calibration))
+    # The test split is held out: no test image is also a calibration (training) image.
+    test_rows = {row.tobytes() for row in x_test}
+    assert not any(row.tobytes() in test_rows for row in calibration)
+    # Random-weight zoo models have no splits.
+    with pytest.raises(ModelError, match="not trained"):
+        zoo.get("mlp").test_split()
+
+
+def test_digits_cnn_accuracy_is_reproduced_by_the_predictor():
+    z = zoo.get("digits_cnn")
+    x_test, y_test = z.test_split()
+    predictor = hwdeploy.predictor(z.model, device="cpu", threads=1)
+    try:
+        logits = np.concatenate([predictor.run(x_test[i:i + 64])[0] for i in range(0, len(x_test), 64)])
+    finally:
+        predictor.close()
+    accuracy = float((logits.argmax(axis=1) == y_test).mean())
+    assert accuracy >= 0.90
+    assert abs(accuracy - z.test_accuracy) <= 1 / len(y_test) + 1e-9
+    # And it is a trained model: shuffled labels score at chance.
+    assert float((logits.argmax(axis=1) == np.random.default_rng(0).permutation(y_test)).mean()) < 0.3
+
+
+@pytest.mark.slow
+def test_digits_cnn_rebuild_is_bit_identical(tmp_path, monkeypatch):
+    """Training is deterministic (fixed seeds, one thread): a rebuild in an empty cache gives the same files."""
+    reference = zoo.get("digits_cnn")
+    monkeypatch.setenv("HWDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "_loaded", {})
+    rebuilt = zoo.get("digits_cnn")
+    assert rebuilt.build_info["built_by_pid"] == os.getpid()
+    assert rebuilt.model.sha256 == reference.model.sha256
+    assert rebuilt.test_accuracy == reference.test_accuracy
+    for split in ("test", "calibration"):
+        assert (rebuilt.directory / "data" / f"{split}.npz").read_bytes() == \
+            (reference.directory / "data" / f"{split}.npz").read_bytes()
+    assert rebuilt.build_info["training"]["train_seconds"] < 60

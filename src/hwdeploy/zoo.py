@@ -1,4 +1,4 @@
-"""The built-in model zoo: six real architectures, built with Paddle on first use and cached.
+"""The built-in model zoo: seven real architectures, built with Paddle on first use and cached.
 
     from hwdeploy import zoo
     zoo.names()                       # ['mlp', 'mobilenet_v2', 'resnet18', ...]
@@ -11,6 +11,14 @@ are unit-scale (random-init Paddle vision models output ~1e-8, which makes
 any parity check meaningless): He-normal weights from a per-model numpy seed,
 batch-norm statistics calibrated on sample inputs, and the output layer
 rescaled so the outputs have mean 0 and std 1 on those inputs.
+
+One model is *trained* instead, so that accuracy (and what lower precision
+does to it) means something: ``digits_cnn``, a MobileNet-like classifier
+trained at build time on scikit-learn's bundled 8x8 digits (no download),
+upsampled to 32x32. Its held-out test split, its calibration split (for
+post-training quantization) and its fp32 test accuracy are kept with the
+build (:meth:`ZooModel.test_split`, :meth:`ZooModel.calibration_split`,
+``build_info["training"]``). Building it needs scikit-learn.
 
 Each model is exported in the PIR format (``NAME.json`` + ``NAME.pdiparams``)
 and, where Paddle still can, in the legacy format (``NAME.pdmodel``), which
@@ -114,6 +122,15 @@ def _image(size: int) -> ZooInput:
 
 VOCAB = 1000
 MAX_SEQ_LEN = 128
+#: Trained zoo models: their weights come from training on a bundled dataset, not from a random init.
+TRAINED = ("digits_cnn",)
+DIGITS_SIZE = 32
+#: Seeds of the digits split (test / calibration / train) and of training (init, shuffling).
+DIGITS_SPLIT_SEED = 16
+DIGITS_TEST = 360
+DIGITS_CALIBRATION = 64
+DIGITS_EPOCHS = 6
+DIGITS_BATCH = 64
 _TOKENS = ZooInput("tokens", (-1, -1), "int64", "tokens", high=VOCAB, example_shape=(-1, 32))
 
 _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
@@ -130,6 +147,10 @@ _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
              (_TOKENS,), output="logits [N, 10]"),
     ZooEntry("gru_text", f"GRU tagger: embedding (32) + 1-layer GRU (64) + per-token 8-tag head; vocab {VOCAB}",
              "sequence", (_TOKENS,), output="tag logits [N, L, 8]"),
+    ZooEntry("digits_cnn", "MobileNet-like digit classifier TRAINED at build time on scikit-learn's bundled 8x8"
+             " digits upsampled to 32x32 (inverted residuals: 1x1 expand, 3x3 depthwise, 1x1 project, BN,"
+             " hardswish/relu6), 10 classes", "classification",
+             (ZooInput("x", (-1, 1, DIGITS_SIZE, DIGITS_SIZE), "float32", "normal"),), output="logits [N, 10]"),
     ZooEntry("unet_small", "2-level U-Net: conv-BN-ReLU blocks, max-pool down, 2x2 transposed-conv up, skip"
              " concatenations, 4-class per-pixel head; 64x64 RGB", "segmentation",
              (_image(64),), output="per-pixel logits [N, 4, 64, 64]"),
@@ -158,6 +179,32 @@ class ZooModel:
         ``seq_len=`` overrides the example sequence length of token models.
         """
         return sample_inputs(self.entry.name, batch, seed, **dims)
+
+    @property
+    def trained(self) -> bool:
+        return self.entry.name in TRAINED
+
+    def test_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(inputs, labels)`` of the held-out test split of a trained model (never trained or calibrated on)."""
+        with np.load(self._data("test")) as data:
+            return data["x"], data["y"]
+
+    def calibration_split(self) -> np.ndarray:
+        """Inputs of a trained model's calibration split (training images, disjoint from the test split)."""
+        with np.load(self._data("calibration")) as data:
+            return data["x"]
+
+    @property
+    def test_accuracy(self) -> float:
+        """fp32 top-1 accuracy on :meth:`test_split`, measured at build time."""
+        self._data("test")
+        return float(self.build_info["training"]["fp32_test_accuracy"])
+
+    def _data(self, split: str) -> Path:
+        if not self.trained:
+            raise ModelError(f"zoo model {self.name!r} is not trained: it has no {split} split"
+                             f" (trained zoo models: {', '.join(TRAINED)})", self.directory)
+        return self.directory / "data" / f"{split}.npz"
 
 
 def names() -> list[str]:
@@ -335,15 +382,99 @@ def _build_pir(name: str, out_dir: str) -> dict[str, Any]:
     paddle.set_device("cpu")
     layer, head = _make_layer(name)
     _init_weights(layer, np.random.default_rng(zlib.crc32(name.encode())))
-    calib = [paddle.to_tensor(a) for a in sample_inputs(name, CALIBRATION_BATCH, CALIBRATION_SEED)]
-    _calibrate_batch_norms(layer, calib)
-    scale = _normalise_head(layer, head, calib, entry(name).task)
+    extra: dict[str, Any] = {}
+    if name in TRAINED:
+        extra["training"] = _train_digits(layer, Path(out_dir))
+        with np.load(Path(out_dir) / "data" / "test.npz") as data:
+            calib = [paddle.to_tensor(data["x"][:CALIBRATION_BATCH])]
+        scale = {}
+    else:
+        calib = [paddle.to_tensor(a) for a in sample_inputs(name, CALIBRATION_BATCH, CALIBRATION_SEED)]
+        _calibrate_batch_norms(layer, calib)
+        scale = _normalise_head(layer, head, calib, entry(name).task)
     state = {k: v.numpy() for k, v in layer.state_dict().items()}
     np.savez(Path(out_dir) / "weights.npz", **state)
     _save(layer, name, Path(out_dir) / "pir")
     scale["fp32_vs_fp64_rel_l2"] = _fp32_sensitivity(layer, [t[:4] for t in calib])
     return {"params": int(sum(int(np.prod(p.shape)) for p in layer.parameters())), "calibration": scale,
-            "pir_build_seconds_in_child": round(time.monotonic() - started, 2)}
+            "pir_build_seconds_in_child": round(time.monotonic() - started, 2), **extra}
+
+
+def _digits_splits() -> dict[str, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), bilinearly upsampled to 32x32, normalised
+    with the training pixels' mean and std, split (fixed seed) into test / calibration / train."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float64) / 16.0  # [N, 8, 8] in [0, 1]
+    labels = digits.target.astype(np.int64)
+    up = _bilinear_matrix(images.shape[1], DIGITS_SIZE)
+    images = np.einsum("ij,njk,lk->nil", up, images, up)  # [N, 32, 32]
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(images))
+    test, rest = order[:DIGITS_TEST], order[DIGITS_TEST:]
+    calibration, train = rest[:DIGITS_CALIBRATION], rest
+    mean, std = float(images[train].mean()), float(images[train].std())
+    x = ((images - mean) / std).astype(np.float32)[:, None]
+    return {"x_train": x[train], "y_train": labels[train], "x_test": x[test], "y_test": labels[test],
+            "x_calibration": x[calibration], "mean": np.float64(mean), "std": np.float64(std)}
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` linear interpolation weights (align-corners=False, edges clamped)."""
+    centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    lo = np.clip(np.floor(centres).astype(int), 0, n_in - 1)
+    hi = np.clip(lo + 1, 0, n_in - 1)
+    frac = np.clip(centres - np.floor(centres), 0.0, 1.0)
+    frac = np.where(centres < 0, 0.0, frac)
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1.0 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def _train_digits(layer, out_dir: Path) -> dict[str, Any]:
+    """Child: train ``layer`` on the digits (Adam, cosine decay, fixed seeds, one thread: bit-reproducible);
+    write ``data/test.npz`` and ``data/calibration.npz``; return the facts for build.json."""
+    import paddle
+    import paddle.nn.functional as F
+    import sklearn
+
+    started = time.monotonic()
+    splits = _digits_splits()
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "data" / "test.npz", x=splits["x_test"], y=splits["y_test"])
+    np.savez(out_dir / "data" / "calibration.npz", x=splits["x_calibration"])
+    x_train, y_train = splits["x_train"], splits["y_train"]
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED + 1)
+    steps_per_epoch = len(x_train) // DIGITS_BATCH
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(6e-3, T_max=DIGITS_EPOCHS * steps_per_epoch)
+    optimizer = paddle.optimizer.Adam(learning_rate=schedule, parameters=layer.parameters())
+    layer.train()
+    for _ in range(DIGITS_EPOCHS):
+        order = rng.permutation(len(x_train))
+        for step in range(steps_per_epoch):
+            idx = order[step * DIGITS_BATCH:(step + 1) * DIGITS_BATCH]
+            loss = F.cross_entropy(layer(paddle.to_tensor(x_train[idx])), paddle.to_tensor(y_train[idx]))
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            schedule.step()
+    layer.eval()
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
+        with paddle.no_grad():
+            predicted = np.concatenate([layer(paddle.to_tensor(x[i:i + 256])).numpy().argmax(axis=1)
+                                        for i in range(0, len(x), 256)])
+        return float((predicted == y).mean())
+
+    return {"dataset": "sklearn.datasets.load_digits (8x8, upsampled bilinearly to 32x32)",
+            "scikit_learn": sklearn.__version__, "preprocessing": {"scale": 1 / 16.0, "mean": float(splits["mean"]),
+                                                                   "std": float(splits["std"])},
+            "split_seed": DIGITS_SPLIT_SEED, "train_size": len(x_train), "test_size": len(splits["y_test"]),
+            "calibration_size": len(splits["x_calibration"]), "epochs": DIGITS_EPOCHS, "batch": DIGITS_BATCH,
+            "fp32_train_accuracy": accuracy(x_train, y_train),
+            "fp32_test_accuracy": accuracy(splits["x_test"], splits["y_test"]),
+            "train_seconds": round(time.monotonic() - started, 2)}
 
 
 def _fp32_sensitivity(layer, inputs) -> float:
@@ -556,7 +687,43 @@ def _make_layer(name: str):
             d1 = self.dec1(paddle.concat([self.up1(d2), e1], axis=1))
             return self.head(d1)
 
-    makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall}
+    def conv_bn(cin, cout, kernel, stride=1, groups=1, act=None):
+        layers = [nn.Conv2D(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups, bias_attr=False),
+                  nn.BatchNorm2D(cout)]
+        return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
+
+    class InvertedResidual(nn.Layer):
+        """MobileNetV2/V3 block: 1x1 expand, 3x3 depthwise, 1x1 linear projection; residual when shapes allow."""
+
+        def __init__(self, cin, cout, stride, expand, act):
+            super().__init__()
+            hidden = cin * expand
+            self.residual = stride == 1 and cin == cout
+            self.body = nn.Sequential(conv_bn(cin, hidden, 1, act=act),
+                                      conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act),
+                                      conv_bn(hidden, cout, 1))
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    class DigitsCNN(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                conv_bn(1, 16, 3, 2, act=nn.Hardswish),                       # 16x16
+                InvertedResidual(16, 16, 1, 2, nn.ReLU6),
+                InvertedResidual(16, 24, 2, 3, nn.ReLU6),                     # 8x8
+                InvertedResidual(24, 24, 1, 3, nn.Hardswish),
+                InvertedResidual(24, 40, 2, 3, nn.Hardswish),                 # 4x4
+                conv_bn(40, 96, 1, act=nn.Hardswish))
+            self.pool = nn.AdaptiveAvgPool2D(1)
+            self.head = nn.Linear(96, 10)
+
+        def forward(self, x):
+            return self.head(paddle.flatten(self.pool(self.features(x)), 1))
+
+    makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall,
+              "digits_cnn": DigitsCNN}
     if name not in makers:
         entry(name)  # raises with the list of names
         raise AssertionError(f"zoo entry {name!r} has no builder")

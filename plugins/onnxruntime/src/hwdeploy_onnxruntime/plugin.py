@@ -4,7 +4,10 @@ The CPU device has priority -1: plain ``device="auto"`` keeps the Paddle
 Inference reference; ``hwdeploy.predictor(m, "cpu", backend="onnxruntime")``
 or ``device="auto:fastest"`` picks it. Models reach ONNX Runtime through
 hwdeploy's built-in conversion target ``onnx`` (``hwdeploy.convert(m, "onnx")``),
-so the ONNX file is cached once for every runtime that reads it. Importing this
+so the ONNX file is cached once for every runtime that reads it.
+``precision="int8"`` runs the plugin's own conversion target ``onnx-int8``
+(static QDQ quantization with ``calibration=`` data, see
+:mod:`hwdeploy_onnxruntime.int8`) on top of that export. Importing this
 module imports neither onnxruntime nor Paddle.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwdeploy import Device, hookimpl
+from hwdeploy import ConversionTarget, Device, hookimpl
 from hwdeploy.errors import OptionError
 from hwdeploy.sdk.options import check_options, check_threads
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
@@ -23,7 +26,8 @@ from hwdeploy_onnxruntime.predictor import BACKEND, ort_version
 
 CPU_PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
 GPU_PRIORITY = 40  # below Paddle's own GPU backends (100)
-OPTIONS = {"threads", "precision", "check_finite", "opset", "spinning"}
+OPTIONS = {"threads", "precision", "check_finite", "opset", "spinning", "calibration"}
+PRECISIONS = ("fp32", "int8")
 PROBE_TTL = 86400.0
 
 
@@ -79,8 +83,11 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
         return None
     check_options("onnxruntime backend", options, OPTIONS)
     precision = options.get("precision", "fp32")
-    if precision != "fp32":
-        raise OptionError(f"onnxruntime backend: precision {precision!r} is not supported (fp32 only)")
+    if precision not in PRECISIONS:
+        raise OptionError(f"onnxruntime backend: precision {precision!r} is not supported (supported: "
+                          f"{', '.join(PRECISIONS)}; int8 is static QDQ quantization with calibration= data)")
+    if precision != "int8" and options.get("calibration") is not None:
+        raise OptionError("onnxruntime backend: calibration= is only used with precision='int8'")
     threads = options.get("threads")
     check_threads(threads)
     import hwdeploy
@@ -89,6 +96,32 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     # The built-in "onnx" target exports (paddle2onnx, in a child process) and caches by content hash:
     # OpenVINO and any other ONNX reader share the same file; unsupported ops raise UnsupportedOpsError.
     artifact = hwdeploy.convert(model, ONNX, **onnx_options(options.get("opset")))
+    if precision == "int8":
+        from hwdeploy_onnxruntime import int8
+
+        # Checked (names, dtypes, shapes, finite, not empty) before the quantizer runs; cached by content hash.
+        specs = int8.input_specs(model, artifact.path())
+        arrays = int8.resolve_calibration(model, options.get("calibration"), specs)
+        path, sha = int8.store_calibration([s[0] for s in specs], arrays)
+        artifact = hwdeploy.convert(model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
+                                    **onnx_options(options.get("opset")))
     return OrtPredictor(model, device, artifact.path(), threads=threads, spinning=options.get("spinning", True),
                         check_finite=options.get("check_finite", True), options=options,
-                        conversion=artifact.metadata)
+                        conversion=artifact.metadata, precision=precision)
+
+
+@hookimpl
+def hwdeploy_conversion_targets() -> list[ConversionTarget]:
+    from hwdeploy_onnxruntime.int8 import TARGET
+
+    return [ConversionTarget(TARGET, "int8 ONNX model (ONNX Runtime static QDQ quantization, per-channel weights,"
+                                     " calibration= data) of the 'onnx' export", ("cpu",))]
+
+
+@hookimpl
+def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir):
+    from hwdeploy_onnxruntime.int8 import TARGET, quantize
+
+    if target != TARGET:
+        return None
+    return quantize(model, options, output_dir)

@@ -51,9 +51,10 @@ class OrtPredictor(Predictor):
 
     def __init__(self, model: Model, device: Device, onnx_path: Path, *, threads: int | None = None,
                  spinning: bool = True, check_finite: bool = True, options: dict[str, Any] | None = None,
-                 conversion: dict[str, Any] | None = None):
+                 conversion: dict[str, Any] | None = None, precision: str = "fp32"):
         import onnxruntime as ort
 
+        self.precision = precision
         self.model = model
         self.options = dict(options or {})
         self.check_finite = check_finite
@@ -83,6 +84,19 @@ class OrtPredictor(Predictor):
         self._output_names = [o.name for o in self._session.get_outputs()]
         actual = self._actual()
         self.device = device if actual == device.id else device.fallback(actual)
+        self._onnx_path = Path(onnx_path)
+        self._quantized = self._read_quantized()
+
+    def _read_quantized(self) -> tuple[dict[str, int], str]:
+        """Quantized nodes (``{op_type: count}``) in the graph the session runs, and where that was read."""
+        from hwdeploy_onnxruntime.int8 import count_quantized, onnx_op_counts
+
+        if self._placement:
+            by_op: Counter = Counter()
+            for (_, op_type), count in self._placement.items():
+                by_op[op_type] += count
+            return count_quantized(by_op), "the session's optimised graph (get_provider_graph_assignment_info)"
+        return count_quantized(onnx_op_counts(self._onnx_path)), f"the ONNX file {self._onnx_path.name}"
 
     @staticmethod
     def _providers_for(device: Device) -> list:
@@ -139,6 +153,26 @@ class OrtPredictor(Predictor):
         receipt.evidence.append(f"onnxruntime: asked for providers {[self._name(p) for p in self.requested_providers]},"
                                 f" session.get_providers() = {self.granted_providers}")
         receipt.evidence.append(f"onnxruntime: intra_op_num_threads={self.threads}")
+        quantized, where = self._quantized
+        executed = "int8" if quantized else "fp32"
+        receipt.options["precision"] = executed
+        total = sum(quantized.values())
+        receipt.evidence.append(f"precision: {executed} executed ({total} quantized nodes in {where}"
+                                + (f": {', '.join(f'{op} x{n}' for op, n in quantized.items())})" if quantized
+                                   else ")"))
+        if self.precision == "int8" and not quantized:
+            receipt.fallback_evidence.append(
+                f"precision='int8' was asked for but the session has no quantized nodes (QuantizeLinear,"
+                f" DequantizeLinear, QLinear*, ConvInteger) in {where}: it runs fp32")
+        elif self.precision == "fp32" and quantized:
+            receipt.fallback_evidence.append(f"precision='fp32' was asked for but the session runs {total}"
+                                             f" quantized nodes")
+        if self._conversion.get("precision") == "int8":
+            c = self._conversion
+            receipt.evidence.append(f"quantized by {c.get('quantizer')} ({c.get('format')}, per-channel"
+                                    f" {c.get('weights')} weights, {c.get('activations')} activations,"
+                                    f" {c.get('calibration_method')} calibration on {c.get('calibration_rows')}"
+                                    f" rows, calibration sha256 {str(c.get('calibration_sha256'))[:16]})")
         if self._conversion:
             receipt.evidence.append(f"converted by paddle2onnx {self._conversion.get('paddle2onnx', '?')}"
                                     f" (ONNX opset {self._conversion.get('onnx_opset', '?')},"

@@ -1,0 +1,167 @@
+"""precision="int8" on ONNX Runtime, judged on the trained zoo model digits_cnn (its held-out test split)."""
+
+import numpy as np
+import pytest
+
+import hwdeploy
+from hwdeploy import zoo
+from hwdeploy.errors import ConversionError, InputError, OptionError
+from hwdeploy_onnxruntime import int8
+from hwdeploy_onnxruntime.predictor import OrtPredictor
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return zoo.get("digits_cnn")
+
+
+def predict(predictor, x):
+    return np.concatenate([predictor.run(x[i:i + 64])[0] for i in range(0, len(x), 64)])
+
+
+def accuracy(logits, labels):
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+@pytest.fixture(scope="module")
+def fp32_logits(digits):
+    x, _ = digits.test_split()
+    with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", threads=1) as p:
+        return predict(p, x)
+
+
+def test_int8_keeps_accuracy_and_agrees_with_fp32(digits, fp32_logits):
+    x, y = digits.test_split()
+    with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", threads=1) as p:
+        logits = predict(p, x)
+        receipt = p.receipt()
+    fp32_acc, int8_acc = accuracy(fp32_logits, y), accuracy(logits, y)
+    assert fp32_acc >= 0.90 and abs(fp32_acc - digits.test_accuracy) <= 1 / len(y) + 1e-9
+    assert int8_acc >= fp32_acc - 0.01, (fp32_acc, int8_acc)
+    agreement = float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean())
+    assert agreement >= 0.99
+    # Really quantized: the outputs differ from fp32 (by more than fp32 rounding), just not in the decisions.
+    assert not np.allclose(logits, fp32_logits, rtol=1e-4, atol=1e-4)
+    # The receipt names the executed precision, read back from the session.
+    assert receipt.options["precision"] == "int8"
+    assert not receipt.fallback_evidence
+    line = next(e for e in receipt.evidence if e.startswith("precision: int8 executed"))
+    count = int(line.split("(")[1].split()[0])
+    assert count > 0
+    placed = sum(op.count for op in receipt.ops if int8.is_quantized_op(op.op.removeprefix("onnx::")))
+    assert placed == count
+
+
+def test_fp32_receipt_names_fp32(digits):
+    with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", threads=1) as p:
+        receipt = p.receipt()
+    assert receipt.options["precision"] == "fp32" and not receipt.fallback_evidence
+    assert any(e.startswith("precision: fp32 executed (0 quantized nodes") for e in receipt.evidence)
+
+
+def test_quantized_artifact_is_cached_by_model_and_calibration(digits):
+    calibration = digits.calibration_split()
+    path, sha = int8.store_calibration(["x"], [calibration])
+    first = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
+    again = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
+    assert again.cached and again.path() == first.path()
+    assert first.metadata["calibration_sha256"] == sha and first.metadata["quantized_ops"]
+    # The predictor's default (the zoo's calibration split) lands on the same cached artifact.
+    with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", threads=1) as p:
+        assert p._onnx_path == first.path()
+    # Other calibration data: another artifact.
+    path2, sha2 = int8.store_calibration(["x"], [calibration[:32]])
+    other = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path2), calibration_sha256=sha2)
+    assert other.path() != first.path()
+    # A hash that does not match the data is refused (the cache key must follow the data).
+    with pytest.raises(OptionError, match="sha256"):
+        hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha2)
+
+
+def test_calibration_forms_are_equivalent(digits, tmp_path):
+    calibration = digits.calibration_split()
+    npz = tmp_path / "calib.npz"
+    np.savez(npz, x=calibration)
+    specs = int8.input_specs(digits.model)
+    forms = [calibration, str(npz), npz, [{"x": calibration[i:i + 8]} for i in range(0, 64, 8)],
+             [calibration[i:i + 16] for i in range(0, 64, 16)], iter([[calibration]])]
+    hashes = {int8.calibration_sha256(["x"], int8.resolve_calibration(digits.model, f, specs)) for f in forms}
+    assert len(hashes) == 1
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ([], OptionError, "empty"),
+    (np.zeros((0, 1, 32, 32), np.float32), OptionError, "empty"),
+    (np.zeros((4, 1, 32, 32), np.float64), InputError, "dtype"),
+    (np.zeros((4, 3, 32, 32), np.float32), InputError, "shape"),
+    (np.zeros((4, 32, 32), np.float32), InputError, "shape"),
+    (np.full((4, 1, 32, 32), np.nan, np.float32), InputError, "NaN"),
+    ([{"y": np.zeros((4, 1, 32, 32), np.float32)}], InputError, "do not match"),
+    ([[np.zeros((4, 1, 32, 32), np.float32)] * 2], InputError, "inputs"),
+    ([[np.zeros((4, 1, 32, 32), np.float32).tolist()]], InputError, "numpy array"),
+    (42, OptionError, "iterable"),
+    ("calibration.txt", OptionError, ".npz"),
+])
+def test_bad_calibration_is_refused_before_the_quantizer_runs(digits, monkeypatch, bad, error, match):
+    import onnxruntime.quantization as q
+
+    def no_quantizer(*args, **kwargs):
+        raise AssertionError("the quantizer ran")
+
+    monkeypatch.setattr(q, "quantize_static", no_quantizer)
+    with pytest.raises(error, match=match):
+        hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=bad)
+
+
+def test_user_models_need_calibration_and_other_precisions_are_refused(digits):
+    mlp = zoo.get("mlp")  # random weights: not a trained zoo model, so no default calibration
+    with pytest.raises(OptionError, match="needs calibration"):
+        hwdeploy.predictor(mlp.model, "cpu", backend="onnxruntime", precision="int8")
+    with pytest.raises(OptionError, match="precision"):
+        hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="bf16")
+    with pytest.raises(OptionError, match="only used with precision='int8'"):
+        hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", calibration=digits.calibration_split())
+    calibration = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+    with hwdeploy.predictor(mlp.model, "cpu", backend="onnxruntime", precision="int8", calibration=calibration,
+                            threads=1) as p:
+        assert p.receipt().options["precision"] == "int8"
+        assert p.run(calibration[:2])[0].shape == (2, 8)
+
+
+def test_a_bad_calibration_set_gives_a_measurably_worse_model(digits, fp32_logits):
+    """All-zero calibration: activation ranges of a blank image clip every real digit. The accuracy check above
+    would catch such a model."""
+    x, y = digits.test_split()
+    zeros = np.zeros((64, 1, 32, 32), np.float32)
+    with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=zeros,
+                            threads=1) as p:
+        logits = predict(p, x)
+        assert p.receipt().options["precision"] == "int8"
+    bad_acc = accuracy(logits, y)
+    assert bad_acc < accuracy(fp32_logits, y) - 0.05, bad_acc
+    assert float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean()) < 0.99
+
+
+def test_a_session_that_silently_stays_fp32_is_a_fallback(digits):
+    """precision='int8' over a graph without quantized nodes: the receipt says fp32 ran, and policy refuses it."""
+    fp32 = hwdeploy.convert(digits.model, "onnx")
+    device = next(d for d in hwdeploy.devices() if d.backend == "onnxruntime" and d.kind == "cpu")
+    p = OrtPredictor(digits.model, device, fp32.path(), threads=1, options={"precision": "int8"},
+                     precision="int8")
+    receipt = p.receipt()
+    assert receipt.options["precision"] == "fp32"
+    assert any("no quantized nodes" in e for e in receipt.fallback_evidence)
+    assert receipt.fallback_reasons()
+    p.close()
+
+
+def test_a_quantizer_failure_is_a_conversion_error_naming_the_step(digits, monkeypatch):
+    import onnxruntime.quantization as q
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration tensor range is empty")
+
+    monkeypatch.setattr(q, "quantize_static", broken)
+    calibration = digits.calibration_split()[:24]  # data no other test uses: not in the cache
+    with pytest.raises(ConversionError, match="quantize_static.*calibration tensor range is empty"):
+        hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=calibration)
