@@ -154,7 +154,7 @@ def _print_offered(intro: str) -> None:
     offered = offered_plugins()
     if offered:
         listed = ", ".join(f"{extra} (pip install 'hwdeploy[{extra}]')" for extra in sorted(offered))
-        _console().print(escape(f"{intro}: {listed}"), soft_wrap=True)  # "[arm]" is not markup
+        _console().print(escape(f"{intro}: {listed}"), soft_wrap=True)  # "hwdeploy[gpu]" is text, not markup
 
 
 # ------------------------------------------------------------------ plugins
