@@ -16,7 +16,7 @@ import warnings
 import pytest
 
 import hwdeploy
-from hwdeploy.api import select_devices
+from hwdeploy.selection import select_devices
 from hwdeploy.contract.records import DeviceSpec
 from hwdeploy.errors import BackendError, FallbackError, OptionError
 from hwdeploy.contract.records import Artifact
