@@ -43,3 +43,13 @@ def test_an_option_may_take_several_types():
     assert schema.check({"inputs": (1, 2)}) == {"inputs": (1, 2)}
     with pytest.raises(hwdeploy.OptionError, match="must be list or tuple or None"):
         schema.check({"inputs": "x"})
+
+
+def test_command_line_option_pairs_parse_json_values_or_text():
+    from hwdeploy.sdk.options import parse_option_pairs
+
+    assert parse_option_pairs(["threads=2", "shape=[1, 8]", "precision=fp16", "flag=true"]) == {
+        "threads": 2, "shape": [1, 8], "precision": "fp16", "flag": True}
+    for bad in ("threads", "=2"):
+        with pytest.raises(hwdeploy.OptionError, match="KEY=VALUE"):
+            parse_option_pairs([bad])

@@ -328,21 +328,9 @@ def _shape(shape) -> str:
 
 
 # ------------------------------------------------------------------ convert
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    options = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     import hwdeploy
+    from hwdeploy.sdk.options import parse_option_pairs
 
     if args.list or not args.target:
         targets = [{"target": t.name, "plugin": p, "description": t.description, "device_kinds": list(t.device_kinds)}
@@ -367,7 +355,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise SystemExit("convert needs MODEL and --target")
     _check_writable(args.out, "--out", directory=True)
     with _console(stderr=True).status(f"converting {args.model} for {args.target}", spinner="dots"):
-        artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **_parse_options(args.option))
+        artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **parse_option_pairs(args.option))
     if args.out:
         import shutil
 

@@ -108,6 +108,23 @@ CHECK_FINITE = Option("check_finite", bool, True, "refuse NaN/Inf inputs before 
                       nullable=False)
 
 
+def parse_option_pairs(pairs: Iterable[str] | None) -> dict[str, Any]:
+    """``["threads=2", "precision=fp16"]`` (a command line's ``--option KEY=VALUE``) -> options; JSON values where
+    they parse (``2``, ``true``, ``[1, 8]``), else the text. OptionError for an item without ``=``."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def check_threads(threads: Any) -> None:
     """Raise :class:`OptionError` unless ``threads`` is None (the backend's default) or an int in [1, MAX_THREADS]."""
     THREADS.check("threads", threads)

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import sys
 import threading
 
-from hwdeploy.errors import OptionError
-
-
-def parse_options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+from hwdeploy.sdk.options import parse_option_pairs
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
@@ -51,7 +36,7 @@ def serve_main(args: argparse.Namespace) -> int:
 
     from hwdeploy.serve.deployment import build_app, model_name
 
-    options = parse_options(args.option)
+    options = parse_option_pairs(args.option)
     app = build_app(args.model, args.device, name=args.name, backend=args.backend, fallback=args.fallback,
                     options=options, replicas=args.replicas, max_batch_size=args.max_batch_size,
                     batch_wait_ms=args.batch_wait_ms)
