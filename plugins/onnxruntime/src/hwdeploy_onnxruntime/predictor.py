@@ -95,7 +95,9 @@ class OrtPredictor(Predictor):
             by_op: Counter = Counter()
             for (_, op_type), count in self._placement.items():
                 by_op[op_type] += count
-            return count_quantized(by_op), "the session's optimised graph (get_provider_graph_assignment_info)"
+            return count_quantized(by_op), ("the session's provider assignment (get_provider_graph_assignment_info:"
+                                            " the QDQ graph as partitioned, before ORT fuses QDQ groups into"
+                                            " QLinear* kernels)")
         return count_quantized(onnx_op_counts(self._onnx_path)), f"the ONNX file {self._onnx_path.name}"
 
     @staticmethod
