@@ -49,7 +49,7 @@ def test_a_missing_kind_is_refused_once_with_the_package_that_provides_it():
     assert out.stderr.count("no installed plugin provides kind") == 1  # once, not once per zoo model
     assert f"pip install 'hwdeploy[{kind}]'" in out.stderr.replace("\n", "")
     devices = hwdeploy_cli("devices", columns=250)
-    assert f"{kind} (pip install 'hwdeploy[{kind}]')" in devices.stdout
+    assert f"  {kind}: pip install 'hwdeploy[{kind}]'" in devices.stdout.splitlines()
 
 
 @pytest.mark.parametrize("columns", [80, 120])

@@ -152,9 +152,9 @@ def _print_offered(intro: str) -> None:
     from rich.markup import escape
 
     offered = offered_plugins()
-    if offered:
-        listed = ", ".join(f"{extra} (pip install 'hwdeploy[{extra}]')" for extra in sorted(offered))
-        _console().print(escape(f"{intro}: {listed}"), soft_wrap=True)  # "hwdeploy[gpu]" is text, not markup
+    if offered:  # one extra a line: short enough for any terminal, and "hwdeploy[gpu]" is text, not markup
+        lines = [f"  {extra}: pip install 'hwdeploy[{extra}]'" for extra in sorted(offered)]
+        _console().print(escape("\n".join([f"{intro}:"] + lines)), soft_wrap=True)
 
 
 # ------------------------------------------------------------------ plugins
