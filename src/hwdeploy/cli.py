@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def _stdout_to_stderr():
         _json_out = None
 
 
-_NOTEWORTHY = __import__("re").compile(r"warn|error|fallback|fail", __import__("re").IGNORECASE)
+_NOTEWORTHY = re.compile(r"warn|error|fallback|fail", re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -85,7 +86,6 @@ def _native_output_captured(verbose: bool):
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
-        restored = False
         try:
             # rich writes through Python's sys.stderr, which now reaches the sink too: give it the real stderr.
             real_err = os.fdopen(os.dup(saved[1]), "w")
@@ -95,18 +95,16 @@ def _native_output_captured(verbose: bool):
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-            restored = True
             os.close(saved[0])
             os.close(saved[1])
             real_err.close()
-        if restored:
-            sink.seek(0)
-            lines = sink.read().decode(errors="replace").splitlines()
-            shown = [line for line in lines if verbose or _NOTEWORTHY.search(line)]
-            if shown:
-                sys.stderr.write("\n".join(shown) + "\n")
-            if len(shown) < len(lines):
-                sys.stderr.write(f"({len(lines) - len(shown)} line(s) of native runtime output hidden; -v shows them)\n")
+        sink.seek(0)  # reached only when the body did not raise: replay what the natives wrote
+        lines = sink.read().decode(errors="replace").splitlines()
+        shown = [line for line in lines if verbose or _NOTEWORTHY.search(line)]
+        if shown:
+            sys.stderr.write("\n".join(shown) + "\n")
+        if len(shown) < len(lines):
+            sys.stderr.write(f"({len(lines) - len(shown)} line(s) of native runtime output hidden; -v shows them)\n")
 
 
 def _human_bytes(n: int | None) -> str:
