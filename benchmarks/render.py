@@ -151,12 +151,46 @@ def render(data: dict) -> str:
         out += [f"#### Throughput: {model}, batch 1, N threads x cloned predictors (1 math thread each)", ""]
         out += _table(["backend", "threads x clones", "inferences/s"], rows)
 
+    out += _serve_section(by_kind["serve"])
+
     rows = [[b.get("group") or "", b["name"], _ms(b["stats"]["median"]), b["stats"]["rounds"]]
             for b in by_kind["other"]]
     if rows:
         out += ["#### Other benchmarks", ""]
         out += _table(["group", "benchmark", "median ms", "rounds"], rows)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _serve_section(benches: list[dict]) -> list[str]:
+    """The serving table, and the ratios issue 17 sets goals for, from ``kind="serve"`` points."""
+    points: dict[tuple[str, str], dict[str, dict]] = {}
+    for b in benches:
+        e = b["extra_info"]
+        points[(e["model"], e["setup"])] = e["points"]
+    if not points:
+        return []
+    rows = [[model, setup, c, f"{p['requests_per_s']:.0f}", f"{p['p50_ms']:.1f}", f"{p['p99_ms']:.1f}"]
+            for (model, setup), by_c in points.items() for c, p in sorted(by_c.items(), key=lambda kv: int(kv[0]))]
+    out = ["#### Serving on Ray Serve (tritonclient on the same cores, one math thread per predictor)", ""]
+    out += _table(["model", "setup", "concurrency", "req/s", "p50 ms", "p99 ms"], rows)
+
+    def qps(model, setup, c):
+        return points.get((model, setup), {}).get(str(c), {}).get("requests_per_s")
+
+    ratios = []
+    for model in dict.fromkeys(m for m, _s in points):
+        two, one = qps(model, "2 replicas, batching off", 32), qps(model, "1 replica, batching off", 32)
+        batched = qps(model, "1 replica, batching 32/10ms", 32)
+        inproc = points.get((model, "in-process predictor"), {}).get("1", {}).get("p50_ms")
+        served = points.get((model, "1 replica, batching off"), {}).get("1", {}).get("p50_ms")
+        ratios.append([model, f"{two / one:.2f}x" if two and one else "—",
+                       f"{batched / one:.2f}x" if batched and one else "—",
+                       f"{served - inproc:+.1f}" if served is not None and inproc is not None else "—"])
+    out += ["Goals (issue 17): two replicas >= 1.8x one replica's throughput; batching >= 2x at concurrency 32 on the"
+            " transformer encoder; serving tax at concurrency 1 <= 2 ms p50.", ""]
+    out += _table(["model", "2 replicas / 1 (c=32, batching off)", "batching on / off (c=32, 1 replica)",
+                   "serving tax p50 ms (c=1)"], ratios)
+    return out
 
 
 def _default_input() -> Path:

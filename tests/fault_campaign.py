@@ -6,7 +6,9 @@
 Cases: mutants of both model formats (:mod:`fault_mutants`: drop a var/op, an op input renamed to an undeclared
 var, a mutated attribute, a dangling sub-block, fetch removed, random byte flips, truncation, damaged parameter
 headers), bad inputs (Hypothesis-generated dtypes/shapes/values, token ids out of range, NaN, wrong counts),
-bad options and device strings (Hypothesis text), hostile paths. This process imports hwdeploy and Paddle once;
+bad options and device strings (Hypothesis text), hostile paths, damaged caches (zoo builds, conversions,
+safety-net verdicts, probe results: flipped, truncated, emptied, deleted, manifests lost or garbled), one
+predictor shared by 8 threads (and one clone each), hostile command lines. This process imports hwdeploy and Paddle once;
 every case runs in a ``fork()`` of it (a fresh address space: a crash kills the child, and is observed, not
 suffered), bounded by a timeout. Outcomes: ``ok`` (ran; answer checked where a right answer is known), ``typed``
 (a HwdeployError), ``untyped`` (any other exception), ``signal``, ``hang``, ``wrong`` (ran but silently wrong:
@@ -320,6 +322,304 @@ def option_cases(zoo_models, count: int) -> list[dict]:
     return cases
 
 
+# ---------------------------------------------------------------- cache damage, shared predictors, the CLI
+
+CACHE_TARGETS = ("zoo", "onnx", "verdict", "probe")
+DAMAGES = ("flip", "truncate", "empty", "delete", "delete-manifest", "garble-manifest", "dir-for-file")
+
+
+def _cache_files(root: Path, target: str) -> list[Path]:
+    """The files of one cache entry of the template, by target."""
+    pattern = {"zoo": "zoo/*/mlp/**/*", "onnx": "convert/onnx/**/*", "verdict": "safety-net/*.json",
+               "probe": "probes/*.json"}[target]
+    return sorted(p for p in root.glob(pattern) if p.is_file())
+
+
+def build_cache_template(root: Path, timeout: float) -> dict:
+    """A warm cache (the mlp's zoo entry, its ONNX export, a safety-net verdict, a probe result), built in a fork
+    so that this process keeps its own state; returns the right answers the damaged copies must still give."""
+    def build() -> dict:
+        os.environ["HWDEPLOY_CACHE_DIR"] = str(root)
+        import hwdeploy
+        from hwdeploy import zoo
+        from hwdeploy.sdk import cache, safety_net
+        from hwdeploy.sdk.isolation import run_probe
+
+        zoo._loaded.clear()
+        z = zoo.get("mlp")
+        onnx = hwdeploy.convert(z.model, "onnx")
+        safety_net._verdicts.clear()
+        safety_net.check(z.legacy)
+        probe = run_probe("platform:python_version", cache_ttl=3600)
+        refs = {}
+        for fmt, model in (("pir", z.model), ("legacy", z.legacy)):
+            predictor = hwdeploy.predictor(model, device="cpu", threads=1)
+            refs[fmt] = [a.tolist() for a in predictor.run(*z.sample_inputs(batch=2, seed=1))]
+            predictor.close()
+        return {"outcome": "ok", "onnx_sha256": cache.file_sha256(onnx.path()), "probe": probe.value, "refs": refs}
+
+    result = run_forked(build, timeout)
+    assert result["outcome"] == "ok", result
+    assert all(_cache_files(root, target) for target in CACHE_TARGETS), "the cache template lacks an entry"
+    return result
+
+
+def _damage(path: Path, damage: str, rng: random.Random) -> str:
+    entry = path.parent
+    if damage == "flip" and path.stat().st_size:
+        data = bytearray(path.read_bytes())
+        offset = rng.randrange(len(data))
+        data[offset] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        return f"bit flipped at {offset} of {path.name}"
+    if damage == "truncate":
+        size = path.stat().st_size
+        keep = rng.randrange(max(size, 1))
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+        return f"{path.name} truncated to {keep} of {size} bytes"
+    if damage == "empty":
+        path.write_bytes(b"")
+        return f"{path.name} emptied"
+    if damage == "delete":
+        path.unlink()
+        return f"{path.name} deleted"
+    if damage == "dir-for-file":
+        path.unlink()
+        path.mkdir()
+        return f"{path.name} replaced by a directory"
+    manifests = sorted(entry.glob("*manifest*")) or sorted(entry.parent.glob("*manifest*"))
+    if not manifests:
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(64)))
+        return f"{path.name} replaced by 64 random bytes (no manifest here)"
+    if damage == "delete-manifest":
+        manifests[0].unlink()
+        return f"{manifests[0].name} of {entry.name} deleted"
+    manifests[0].write_bytes(b"{" * rng.randrange(1, 5000))
+    return f"{manifests[0].name} of {entry.name} garbled"
+
+
+def cache_case(template: Path, target: str, damage: str, seed: int, answers: dict, workdir: Path) -> Callable[[], dict]:
+    def run() -> dict:
+        from hwdeploy.errors import HwdeployError
+
+        try:
+            return heal()
+        except HwdeployError as exc:  # a damaged entry must be rebuilt, never become an error
+            return {"outcome": "wrong", "message": f"{type(exc).__name__} instead of a rebuilt entry: {exc}"[:300]}
+
+    def heal() -> dict:
+        case_root = workdir / f"cache-{target}-{damage}-{seed}"
+        shutil.copytree(template, case_root, symlinks=True)
+        os.environ["HWDEPLOY_CACHE_DIR"] = str(case_root)
+        import hwdeploy
+        from hwdeploy import zoo
+        from hwdeploy.sdk import cache, isolation, safety_net
+
+        # A new process's view of the disk: nothing verified, loaded or remembered yet.
+        cache._verified.clear(), zoo._loaded.clear(), safety_net._verdicts.clear(), isolation._memory_cache.clear()
+        rng = random.Random(seed)
+        files = _cache_files(case_root, target)
+        victim = files[rng.randrange(len(files))]
+        what = _damage(victim, damage, rng)
+        if target == "probe":
+            probe = isolation.run_probe("platform:python_version", cache_ttl=3600)
+            if not probe.ok or probe.value != answers["probe"]:
+                return {"outcome": "wrong", "message": f"{what}: the probe returned {probe.value!r} ({probe.error})"}
+            return {"outcome": "ok", "message": what}
+        z = zoo.get("mlp")
+        if target == "onnx":
+            artifact = hwdeploy.convert(z.model, "onnx")
+            if cache.file_sha256(artifact.path()) != answers["onnx_sha256"]:
+                return {"outcome": "wrong", "message": f"{what}: convert() served a different model.onnx"
+                                                       f" (cached={artifact.cached})"}
+            return {"outcome": "ok", "message": what}
+        for fmt, model in (("pir", z.model), ("legacy", z.legacy)):
+            predictor = hwdeploy.predictor(model, device="cpu", threads=1)
+            reference = [np.asarray(a, dtype=np.float32) for a in answers["refs"][fmt]]
+            result = _check_outputs(predictor, predictor.run(*z.sample_inputs(batch=2, seed=1)), reference)
+            predictor.close()
+            if result["outcome"] != "ok":
+                return {**result, "message": f"{what}: {fmt}: {result['message']}"}
+        return {"outcome": "ok", "message": what}
+    return run
+
+
+def cache_cases(workdir: Path, count: int, seed: int, timeout: float) -> list[dict]:
+    """Every cache (zoo builds, conversions, safety-net verdicts, probe results) damaged every way, in copies of
+    one warm template cache: each must be rebuilt or re-verified and give the right answer, or a typed error."""
+    template = workdir / "cache-template"
+    answers = build_cache_template(template, timeout * 3)
+    combos = [(t, d) for d in DAMAGES for t in CACHE_TARGETS]  # every target within the first few cases
+    cases = []
+    for number in range(count):
+        target, damage = combos[number % len(combos)]
+        cases.append({"class": f"cache/{target}", "format": "pir" if target != "verdict" else "legacy",
+                      "model": "mlp", "description": f"{target} cache: {damage} (seed {seed + number})",
+                      "run": cache_case(template, target, damage, seed + number, answers, workdir),
+                      "lenient": False})
+    return cases
+
+
+def shared_case(model_path: str, inputs_by_thread: list, clones: bool, threads: int = 8,
+                runs: int = 25) -> Callable[[], dict]:
+    """One predictor shared by ``threads`` threads (or one clone each): every call returns its own thread's
+    answer (bit-identical to a single-threaded run) or raises ConcurrentUseError; never another thread's."""
+    def run() -> dict:
+        import threading
+
+        import hwdeploy
+        from hwdeploy.errors import ConcurrentUseError
+
+        predictor = hwdeploy.predictor(model_path, device="cpu", threads=1)
+        expected = [predictor.run(*inputs) for inputs in inputs_by_thread]  # single-threaded answers
+        workers = [predictor.clone() for _ in range(threads)] if clones else [predictor] * threads
+        wrong, refused, answered, failures = [], 0, 0, []
+        lock, start = threading.Lock(), threading.Barrier(threads)
+
+        def work(number: int) -> None:
+            nonlocal refused, answered
+            start.wait()
+            for _ in range(runs):
+                try:
+                    got = workers[number].run(*inputs_by_thread[number])
+                except ConcurrentUseError:
+                    with lock:
+                        refused += 1
+                    continue
+                except Exception as exc:  # noqa: BLE001 - reported as the case's outcome
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    return
+                same = len(got) == len(expected[number]) and all(
+                    np.array_equal(g, w) for g, w in zip(got, expected[number]))
+                with lock:
+                    answered += 1
+                    if not same:
+                        wrong.append(number)
+
+        pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(timeout=120)
+        if any(thread.is_alive() for thread in pool):
+            return {"outcome": "hang", "message": "a thread did not finish in 120 s"}
+        if failures:
+            return {"outcome": "untyped", "error": "ThreadFailure", "message": failures[0]}
+        if wrong:
+            return {"outcome": "wrong", "message": f"{len(wrong)} calls returned another answer than their own"}
+        if clones and refused:
+            return {"outcome": "wrong", "message": f"{refused} calls on a thread's own clone were refused"}
+        return {"outcome": "ok", "message": f"{answered} answers right, {refused} concurrent calls refused"}
+    return run
+
+
+def shared_cases(zoo_models, count: int, seed: int) -> list[dict]:
+    cases = []
+    for number in range(count):
+        clones, fmt = bool(number % 2), ("pir", "legacy")[(number // 2) % 2]  # both kinds in any slice
+        name = MODELS[(number // 4) % len(MODELS)]
+        z = zoo_models[name]
+        model = z.model if fmt == "pir" else z.legacy
+        inputs = [z.sample_inputs(batch=1 + (thread % 3), seed=seed + number * 8 + thread) for thread in range(8)]
+        cases.append({"class": f"shared/{'clones' if clones else 'one-predictor'}", "format": fmt, "model": name,
+                      "description": f"{name} {fmt}: 8 threads x 25 runs on "
+                                     f"{'one clone each' if clones else 'one shared predictor'}",
+                      "run": shared_case(str(model.program), inputs, clones), "lenient": False})
+    return cases
+
+
+def cli_case(argv: list[str], workdir: Path) -> Callable[[], dict]:
+    """``hwdeploy <argv>`` in-process (stdout/stderr at the file-descriptor level to files): a documented exit
+    code, no traceback, pure JSON on stdout under ``--json``; a crash or an exception escaping ``main`` is caught
+    by the fork like any other case."""
+    def run() -> dict:
+        out_path, err_path = workdir / f"cli-{os.getpid()}.out", workdir / f"cli-{os.getpid()}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+            sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+            from hwdeploy import cli
+
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+                code = exc.code if isinstance(exc.code, int) else 2
+            sys.stdout.flush(), sys.stderr.flush()
+        stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+        if code not in (0, 1, 2):
+            return {"outcome": "wrong", "message": f"undocumented exit code {code}: {stderr[-300:]}"}
+        if "Traceback (most recent call last)" in stderr + stdout:
+            return {"outcome": "untyped", "error": "Traceback", "message": (stderr + stdout)[-600:]}
+        if code == 1 and "error:" not in stderr and "error" not in stdout:
+            return {"outcome": "wrong", "message": f"exit 1 without an error line: {stderr[-300:]}"}
+        if "--json" in argv and code == 0:
+            try:
+                json.loads(stdout)
+            except ValueError:
+                return {"outcome": "wrong", "message": f"--json stdout is not JSON: {stdout[:200]!r}"}
+        return {"outcome": "ok" if code == 0 else "typed", "message": f"exit {code}"}
+    return run
+
+
+def cli_cases(zoo_models, workdir: Path, count: int) -> list[dict]:
+    """Hostile command lines: unwritable and special output paths, special and bad input files, bad options and
+    device strings, unknown models and targets, plus Hypothesis-drawn argument lists."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    fifo = workdir / "input.fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    text_file, npy_object = workdir / "notes.txt", workdir / "objects.npy"
+    text_file.write_text("not an array\n")
+    np.save(npy_object, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    wrong_dtype, good = workdir / "int.npy", workdir / "good.npy"
+    np.save(wrong_dtype, np.zeros((1, 64), np.int64))
+    np.save(good, zoo_models["mlp"].sample_inputs(batch=1)[0])
+    a_file = workdir / "a-file"
+    a_file.write_text("x")
+    run = ["run", "zoo:mlp", "--device", "cpu", "--repeat", "1"]
+    fixed = [
+        run + ["--receipt", "/nonexistent/dir/r.json"], run + ["--receipt", "/proc/r.json"],
+        run + ["--receipt", str(fifo)], run + ["--output", str(fifo)], run + ["--output", "/dev/null"],
+        run + ["--output", str(workdir)], run + ["--output", "/proc/self/status"], run + ["--json"],
+        run + ["--json", "--receipt", str(workdir / "r.json"), "--output", str(workdir / "o.npz")],
+        run + ["--input", str(fifo)], run + ["--input", "/dev/zero"], run + ["--input", str(workdir / "none.npy")],
+        run + ["--input", str(text_file)], run + ["--input", str(npy_object)], run + ["--input", str(wrong_dtype)],
+        run + ["--input", str(good), "--input", str(good)], run + ["--input", str(good), "--json"],
+        run + ["--option", "threads=x"], run + ["--option", "novalue"], run + ["--option", "onednn=no"],
+        run + ["--option", "threads=1000000000"], run + ["--batch", "0"], run + ["--batch", "1000000000"],
+        run + ["--repeat", "-1"], run + ["--seed", "-5"],
+        ["run", "zoo:mlp", "--device", "gpu:7"], ["run", "zoo:mlp", "--device", "cpu:²"],
+        ["run", "zoo:mlp", "--device", ""], ["run", "zoo:nonexistent"], ["run", "/etc/passwd"], ["run", ""],
+        ["run", "x" * 5000], ["convert", "zoo:mlp", "--target", "nope"], ["convert", "zoo:mlp"],
+        ["convert", "zoo:mlp", "--target", "onnx", "--out", "/proc/forbidden"],
+        ["convert", "zoo:mlp", "--target", "onnx", "--option", "opset=99"],
+        ["convert", "zoo:mlp", "--target", "onnx", "--out", str(a_file)], ["convert", "--list", "--json"],
+        ["zoo", "export", "mlp", "/proc/x"], ["zoo", "export", "nonexistent", str(workdir / "z")],
+        ["zoo", "export", "mlp", str(a_file)], ["zoo", "list", "--json"], ["options", "nonexistent"],
+        ["options", "--json"], ["devices", "--json"], ["plugins", "--json"], ["run", "--help"], ["bogus"], [],
+    ]
+    vocabulary = ["run", "convert", "zoo", "options", "devices", "--device", "cpu", "gpu", "auto:fastest", "--json",
+                  "--batch", "-3", "0", "7", "--input", str(fifo), str(text_file), "--output", "/", "--receipt",
+                  "--option", "threads=0", "precision=int4", "--target", "onnx", "zoo:mlp", "zoo:gru_text", "--out",
+                  "--format", "legacy", "export", "list", "--repeat", "--fallback", "warn", "bogus", "\x00", ""]
+    drawn: list[list[str]] = []
+
+    @settings(max_examples=max(count - len(fixed), 1), database=None, derandomize=True, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.sampled_from(vocabulary), min_size=1, max_size=7))
+    def collect(argv):
+        drawn.append(argv)
+
+    collect()
+    for argv in drawn:  # a bare `run` runs the whole zoo: minutes, not a hostile case
+        if argv[0] == "run" and not any(token.startswith("zoo:") for token in argv):
+            argv.insert(1, "zoo:mlp")
+    argvs = (fixed + drawn)[:count]
+    return [{"class": "cli", "format": "pir", "model": "mlp", "description": "hwdeploy " + " ".join(argv)[:180],
+             "run": cli_case(argv, workdir), "lenient": False} for argv in argvs]
+
+
 def references(zoo_models, timeout: float) -> dict:
     """Reference outputs per (model, format) for the campaign's good inputs, computed in a fork too."""
     def compute() -> dict:
@@ -347,7 +647,12 @@ def campaign(total: int, seed: int = 0, timeout: float = 60.0, log=print) -> dic
     workdir = Path(tempfile.mkdtemp(prefix="hwdeploy-faults-"))
     zoo_models = _zoo_models()
     # Verdicts of the safety net go to a private cache: the campaign never condemns or blesses the user's models.
+    from hwdeploy.sdk.cache import cache_dir
+
+    user_zoo = cache_dir("zoo")
     os.environ["HWDEPLOY_CACHE_DIR"] = str(workdir / "cache")
+    (workdir / "cache").mkdir()
+    (workdir / "cache" / "zoo").symlink_to(user_zoo)  # the zoo models built once, shared read-only
     os.environ.setdefault("HWDEPLOY_SAFETY_NET_TIMEOUT", "30")
     from hwdeploy.sdk.paddle_inference import inference_module
 
@@ -358,7 +663,10 @@ def campaign(total: int, seed: int = 0, timeout: float = 60.0, log=print) -> dic
     mutant_kinds = len(fm.LEGACY) + len(fm.PIR)
     per_kind = max(1, int(total * 0.5) // mutant_kinds)
     cases = mutant_cases(zoo_models, workdir, per_kind, rng)
-    cases += input_cases(zoo_models, refs, max(1, int(total * 0.3)), seed)
+    cases += input_cases(zoo_models, refs, max(1, int(total * 0.25)), seed)
+    cases += cache_cases(workdir, max(len(CACHE_TARGETS), int(total * 0.05)), seed, timeout)
+    cases += shared_cases(zoo_models, max(2 * len(MODELS), int(total * 0.025)), seed)
+    cases += cli_cases(zoo_models, workdir, max(10, int(total * 0.06)))
     cases += option_cases(zoo_models, max(1, total - len(cases)))
     started = time.monotonic()
     tally: Counter = Counter()

@@ -114,3 +114,15 @@ def test_racing_builders_publish_one_clean_entry(tmp_path):
     assert cache.entry_problem(final) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temporary or damaged leftovers
     assert json.loads((final / cache.MANIFEST).read_text())["files"]["data.bin"]["size"] == 1 << 16
+
+
+def test_a_one_file_entry_that_became_a_directory_is_replaced(tmp_path):
+    """Found by the fault campaign: a probe result replaced by a directory made every later write raise."""
+    path = tmp_path / "probe.json"
+    path.mkdir()
+    (path / "junk").write_text("x")
+    cache.write_verified_file(path, "answer")  # publishes over it
+    assert cache.read_verified_file(path) == "answer"
+    path.unlink()
+    path.mkdir()
+    assert cache.read_verified_file(path) is None and not path.exists()  # damaged: ignored and removed

@@ -73,8 +73,9 @@ def _assert_clean(summary: dict) -> None:
 def test_quick_slice(tmp_path):
     summary = _run(["--quick"], tmp_path / "quick.json", timeout=600)
     assert summary["cases"] >= 100
-    classes = {c.split("/")[0] + "/" + c.split("/")[1] for c in summary["by_class"]}
-    assert {"model/legacy", "model/pir", "call/device", "call/option", "call/path"} <= classes
+    classes = {"/".join(c.split("/")[:2]) for c in summary["by_class"]}
+    assert {"model/legacy", "model/pir", "call/device", "call/option", "call/path", "cache/zoo", "cache/onnx",
+            "cache/verdict", "cache/probe", "shared/one-predictor", "shared/clones", "cli"} <= classes
     assert {"input/good", "input/object"} <= {c for c in summary["by_class"]}
     _assert_clean(summary)
 
@@ -86,4 +87,6 @@ def test_large_campaign(request):
     out = Path(os.environ.get("HWDEPLOY_CAMPAIGN_OUT", ROOT / "fault-campaign.json"))
     summary = _run(["--cases", os.environ.get("HWDEPLOY_CAMPAIGN_CASES", "1200")], out, timeout=3 * 3600)
     assert summary["cases"] >= 1000
+    families = {c.split("/")[0] for c in summary["by_class"]}
+    assert families == {"model", "input", "call", "cache", "shared", "cli"}, families
     _assert_clean(summary)

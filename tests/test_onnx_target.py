@@ -22,7 +22,7 @@ def test_onnx_options_leave_the_default_opset_out_of_the_cache_key():
 def test_unknown_options_and_bad_opsets_are_refused(tiny_mlp):
     with pytest.raises(OptionError, match="unknown option"):
         hwdeploy.convert(tiny_mlp, "onnx", precision="fp16")
-    with pytest.raises(ConversionError, match="opset"):
+    with pytest.raises(OptionError, match="opset"):
         hwdeploy.convert(tiny_mlp, "onnx", opset=99)
 
 

@@ -60,6 +60,21 @@ def hwdeploy_discover_devices():
 def hwdeploy_utilization_sampler(device):
     return {"mean_busy": 1.0}
 """, "hwdeploy_utilization_sampler", "dict without start() and stop() (a UtilizationSampler)"),
+    "schemas-of-wrong-type": ("""
+from hwdeploy import hookimpl
+
+@hookimpl
+def hwdeploy_option_schemas():
+    return [{"threads": int}]
+""", "hwdeploy_option_schemas", "a list instead of a list of hwdeploy.sdk.options.OptionSchema"),
+    "a-cpu-schema-twin": ("""
+from hwdeploy import hookimpl
+from hwdeploy.sdk.options import THREADS, OptionSchema
+
+@hookimpl
+def hwdeploy_option_schemas():
+    return [OptionSchema("cpu backend", [THREADS])]
+""", "hwdeploy_option_schemas", "option schema 'cpu backend' is already provided by plugin 'cpu'"),
     "hook-wrapper": ("""
 from hwdeploy import hookimpl
 

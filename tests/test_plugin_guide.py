@@ -80,6 +80,11 @@ def test_options_are_refused_with_option_error(acme_site):
     with pytest.raises(hwdeploy.OptionError, match="threads"):
         hwdeploy.predictor("zoo:mlp", device="acme:0", threads=0)
     assert get_plugin_manager().statuses["acme"].ok  # a user's mistake is not a broken plugin
+    # The schemas the hooks check with are the ones `hwdeploy options` shows.
+    declared = {schema.owner: schema for plugin, schema in hwdeploy.option_schemas() if plugin == "acme"}
+    assert set(declared) == {"acme backend", "acme conversion"} and declared["acme backend"].names() == {"threads"}
+    with pytest.raises(hwdeploy.OptionError, match="acme conversion: unknown option"):
+        hwdeploy.convert("zoo:mlp", "acme", opset=13)
 
 
 def test_the_sampler_sees_the_emulator_busy_then_idle(acme_site):

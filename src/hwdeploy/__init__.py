@@ -9,7 +9,7 @@ Importing hwdeploy does not import Paddle. The user API is here; the plugin cont
 :mod:`hwdeploy.contract`, the plugin-author SDK :mod:`hwdeploy.sdk` (see docs/plugin-authors.md).
 """
 
-from hwdeploy.api import convert, conversion_targets, devices, disable_plugins, predictor
+from hwdeploy.api import convert, conversion_targets, devices, disable_plugins, option_schemas, predictor
 from hwdeploy.contract.hookspecs import hookimpl
 from hwdeploy.contract.model import MODEL_SCHEMES, Model, TensorSpec, load_model
 from hwdeploy.contract.predictor import Predictor
@@ -33,5 +33,5 @@ __all__ = [
     "DeviceNotFoundError", "DeviceSpec", "DeviceStringError", "FallbackError", "HwdeployError", "InputError", "Model",
     "ModelError", "ModelFormatError", "ModelNotFoundError", "OpPlacement", "OptionError", "PluginError", "Predictor",
     "Receipt", "TensorSpec", "UnsupportedOpsError", "convert", "conversion_targets", "devices", "disable_plugins",
-    "hookimpl", "load_model", "predictor",
+    "hookimpl", "load_model", "option_schemas", "predictor",
 ]

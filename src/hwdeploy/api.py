@@ -13,11 +13,20 @@ from hwdeploy.contract.records import Artifact, ConversionTarget, Device, Device
 from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError, FallbackError, HwdeployError,
                              OptionError, PluginError)
 from hwdeploy.sdk.cache import build_once, cache_dir, cache_key
+from hwdeploy.sdk.options import Option, OptionSchema
 from hwdeploy.selection import FALLBACK_POLICIES, create_on, hwdeploy_version, select_devices
 
-__all__ = ["clear_discovery_cache", "conversion_targets", "convert", "devices", "disable_plugins", "predictor"]
+__all__ = ["clear_discovery_cache", "conversion_targets", "convert", "devices", "disable_plugins", "option_schemas",
+           "predictor"]
 
 log = logging.getLogger("hwdeploy")
+
+#: The options ``hwdeploy.predictor`` itself takes; every other option goes to the chosen backend's schema.
+PREDICTOR_OPTIONS = OptionSchema("hwdeploy.predictor", [
+    Option("fallback", str, "error", "when the runtime's evidence shows the model is not (only) on the device:"
+           " error (raise FallbackError), warn or allow", choices=FALLBACK_POLICIES, nullable=False),
+    Option("backend", str, None, "only devices of this backend (paddle-inference, onnxruntime, openvino...)"),
+])
 
 
 def devices(*, refresh: bool = False, include_unavailable: bool = True) -> list[Device]:
@@ -50,8 +59,7 @@ def predictor(model: ModelLike, device: str = "auto", *, fallback: str = "error"
     - ``backend``: restrict to devices of one backend (``"paddle-inference"``...).
     - other ``options`` go to the plugin (``threads``, ``precision``...).
     """
-    if fallback not in FALLBACK_POLICIES:
-        raise OptionError(f"fallback must be one of {', '.join(FALLBACK_POLICIES)}, got {fallback!r}")
+    PREDICTOR_OPTIONS.check({"fallback": fallback, "backend": backend})
     spec = DeviceSpec.parse(device)
     if spec.mode == "fastest":
         from hwdeploy.fastest import fastest_predictor
@@ -76,6 +84,15 @@ def predictor(model: ModelLike, device: str = "auto", *, fallback: str = "error"
                  candidate.plugin, f"; skipped {skipped}" if skipped else "")
         return result
     raise DeviceNotFoundError("no candidate for 'auto' could run the model without falling back: " + "; ".join(skipped))
+
+
+def option_schemas() -> list[tuple[str, OptionSchema]]:
+    """(owner, schema) for ``hwdeploy.predictor``'s own options, ``auto:fastest``'s and every plugin's
+    backends and conversion targets: what ``hwdeploy options`` and ``docs/options.md`` show."""
+    from hwdeploy.fastest import OPTIONS as FASTEST_OPTIONS
+
+    plugins = sorted(get_plugin_manager().option_schemas(), key=lambda item: item[1].owner)
+    return [("hwdeploy", PREDICTOR_OPTIONS), ("hwdeploy", FASTEST_OPTIONS)] + plugins
 
 
 def conversion_targets() -> list[tuple[str, ConversionTarget]]:

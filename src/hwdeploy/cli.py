@@ -209,30 +209,58 @@ def _load_inputs(predictor, args: argparse.Namespace) -> list[np.ndarray]:
 
 
 def _check_writable(path: str | None, option: str, directory: bool = False) -> None:
-    """Refuse an output path that cannot be written *before* any model runs, so no work is lost."""
-    import os
+    """Refuse an output path that cannot be written *before* any model runs, so no work is lost.
+
+    Proven by writing: permission bits say nothing to root, and /proc or a read-only mount refuse anyway.
+    """
+    import tempfile
 
     from hwdeploy.errors import OptionError
 
     if not path:
         return
     target = Path(path)
-    parent = target if directory and target.exists() else target.parent
     if target.exists() and (target.is_dir() != directory):
         raise OptionError(f"{option} {path}: exists and is {'not ' if directory else ''}a directory")
-    if not parent.exists():
-        if directory:
-            return _check_writable(str(parent), option, directory=True) if parent != target else None
-        raise OptionError(f"{option} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OptionError(f"{option} {path}: {parent} is not writable")
+    if target.exists() and not directory and not target.is_file():  # a FIFO would block, a device never ends
+        raise OptionError(f"{option} {path}: exists and is not a regular file")
+    if not directory and not target.parent.is_dir():
+        raise OptionError(f"{option} {path}: directory {target.parent} does not exist")
+    try:
+        if not directory:
+            existed = target.exists()
+            with open(target, "a"):  # appends nothing: an existing file keeps its bytes until the real write
+                pass
+            if not existed:
+                target.unlink()
+        else:
+            nearest = target
+            while not nearest.exists() and nearest != nearest.parent:
+                nearest = nearest.parent
+            if not nearest.is_dir():
+                raise OptionError(f"{option} {path}: {nearest} is not a directory")
+            with tempfile.TemporaryFile(dir=nearest):
+                pass
+    except OSError as exc:
+        raise OptionError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def _writing(path: str, option: str):
+    """Turn an OSError of a late write (the disk filled up meanwhile) into a typed one-line error."""
+    from hwdeploy.errors import OptionError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OptionError(f"{option} {path}: could not write ({exc.strerror or exc})") from None
 
 
 def _run_one(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
     import hwdeploy
 
     started = time.perf_counter()
-    p = hwdeploy.predictor(model_ref, device=args.device, fallback=args.fallback)
+    p = hwdeploy.predictor(model_ref, device=args.device, fallback=args.fallback, **args.options)
     created = time.perf_counter() - started
     try:
         inputs = _load_inputs(p, args)
@@ -253,7 +281,8 @@ def _run_one(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
         "fallback_reasons": receipt.fallback_reasons(), "receipt": receipt.to_dict(),
     }
     if args.output:
-        np.savez(args.output, **{n: o for n, o in zip(p.output_names, outputs)})
+        with _writing(args.output, "--output"):
+            np.savez(args.output, **{n: o for n, o in zip(p.output_names, outputs)})
     return result
 
 
@@ -273,8 +302,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hwdeploy.contract.records import DeviceSpec
     from hwdeploy.selection import select_devices
 
+    from hwdeploy.sdk.options import parse_option_pairs
+
     _check_writable(args.receipt, "--receipt")
     _check_writable(args.output, "--output")
+    args.options = parse_option_pairs(args.option)
+    for name in ("precision", "calibration"):  # shorthands of --option NAME=VALUE
+        if getattr(args, name) is not None:
+            args.options[name] = getattr(args, name)
     spec = DeviceSpec.parse(args.device)
     if spec.kind != "auto":  # a device that is not here is refused once, before any model is loaded
         select_devices(spec, hwdeploy.devices())
@@ -298,7 +333,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.advance(task)
     if args.receipt:
         receipts = [r.get("receipt") for r in results]
-        Path(args.receipt).write_text(json.dumps(receipts[0] if len(receipts) == 1 else receipts, indent=2))
+        with _writing(args.receipt, "--receipt"):
+            Path(args.receipt).write_text(json.dumps(receipts[0] if len(receipts) == 1 else receipts, indent=2))
     if args.json:
         _print_json(results if len(results) > 1 else results[0])
     elif len(results) == 1 and "error" in results[0]:
@@ -357,9 +393,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.out:
         import shutil
 
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        for name in artifact.files:
-            shutil.copy2(artifact.path(name), Path(args.out) / name)
+        with _writing(args.out, "--out"):
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            for name in artifact.files:
+                shutil.copy2(artifact.path(name), Path(args.out) / name)
     data = artifact.to_dict()
     if args.json:
         _print_json(data)
@@ -376,7 +413,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.zoo_command == "export":
         _check_writable(args.dest, "export DEST", directory=True)
-        path = zoo.export(args.name, Path(args.dest), format=args.format)
+        with _writing(args.dest, "export DEST"):
+            path = zoo.export(args.name, Path(args.dest), format=args.format)
         _console().print(f"exported {args.name} ({args.format}) to {path}")
         return EXIT_OK
     entries = [zoo.entry(name) for name in zoo.names()]
@@ -396,6 +434,58 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         table.add_row(r["name"], r["task"], "{}..{}".format(*r["batch_range"]), inputs, r["description"])
     _console().print(table)
     return EXIT_OK
+
+
+# ------------------------------------------------------------------ options
+def cmd_options(args: argparse.Namespace) -> int:
+    import hwdeploy
+    from hwdeploy.sdk.options import allowed, markdown
+
+    schemas = [(owner, schema) for owner, schema in hwdeploy.option_schemas()
+               if not args.name or args.name in schema.owner]
+    if args.name and not schemas:
+        from hwdeploy.errors import OptionError
+
+        raise OptionError(f"no option schema matches {args.name!r}; known: "
+                          f"{', '.join(s.owner for _o, s in hwdeploy.option_schemas())}")
+    if args.json:
+        _print_json([{"schema": s.owner, "declared_by": owner, "options": s.describe()} for owner, s in schemas])
+        return EXIT_OK
+    if args.markdown:
+        print(markdown(schemas))
+        return EXIT_OK
+    from rich.table import Table
+
+    for owner, schema in schemas:
+        table = Table(title=f"{schema.owner} ({owner})", title_justify="left")
+        for column in ("option", "type", "default", "allowed", "description"):
+            table.add_column(column, overflow="fold")
+        for row in schema.describe():
+            table.add_row(row["name"], row["type"], repr(row["default"]), allowed(row), row["description"])
+        _console().print(table)
+    return EXIT_OK
+
+
+def _run_epilog() -> str:
+    """The options each backend takes, one line each, for ``hwdeploy run --help`` (from the same schemas)."""
+    import hwdeploy
+
+    try:
+        schemas = hwdeploy.option_schemas()
+    except Exception as exc:  # noqa: BLE001 - help must print whatever a plugin does
+        return f"backend options: unavailable ({type(exc).__name__}: {exc})"
+    import textwrap
+
+    lines = ["backend options (--option KEY=VALUE; `hwdeploy options` describes each):"]
+    for _owner, schema in schemas:
+        if schema.owner.endswith(" backend"):
+            lines += textwrap.wrap(f"{schema.owner}: {', '.join(sorted(schema.names()))}", width=78,
+                                   initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help, and an epilog printed as written."""
 
 
 # ------------------------------------------------------------------ parser
@@ -419,7 +509,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("run", help="run a model (default: every zoo model) and show where it really ran",
-                       formatter_class=fmt)
+                       formatter_class=_HelpFormatter, epilog=_run_epilog())
     p.add_argument("model", nargs="?", help="model directory, prefix or file, or zoo:NAME (default: the whole zoo)")
     p.add_argument("--device", default="auto",
                    help="auto (best available), auto:fastest, a kind (cpu, gpu, npu...) or KIND:INDEX (gpu:1)")
@@ -430,6 +520,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     p.add_argument("--repeat", type=int, default=10, help="timed runs after one warm-up")
     p.add_argument("--fallback", choices=("error", "warn", "allow"), default="error",
                    help="what to do when the runtime's evidence shows the model is not (only) on the device")
+    p.add_argument("--option", action="append", help="KEY=VALUE (JSON value) passed to the backend (repeatable)")
+    p.add_argument("--precision", help="the backend option precision (fp32, int8, bf16: see `hwdeploy options`)")
+    p.add_argument("--calibration", help="int8: calibration data, an .npz with one array per model input")
     p.add_argument("--receipt", help="write the execution receipt(s) to this JSON file")
     p.add_argument("--output", help="save outputs to this .npz file")
     p.add_argument("--json", action="store_true", help=json_help)
@@ -444,6 +537,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     p.add_argument("--list", action="store_true", help="list conversion targets")
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("options", help="the options of hwdeploy.predictor, auto:fastest and every backend and"
+                       " conversion target", formatter_class=fmt)
+    p.add_argument("name", nargs="?", help="only schemas whose name contains this (cpu, onnxruntime, conversion...)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--markdown", action="store_true", help="write docs/options.md's text")
+    p.set_defaults(func=cmd_options)
 
     p = sub.add_parser("zoo", help="the built-in model zoo", formatter_class=fmt)
     zsub = p.add_subparsers(dest="zoo_command", metavar="list|export")

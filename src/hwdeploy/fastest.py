@@ -43,6 +43,7 @@ from hwdeploy.contract.predictor import Predictor
 from hwdeploy.selection import create_on, hwdeploy_version
 from hwdeploy.sdk.hostinfo import machine_fingerprint
 from hwdeploy.sdk.inputs import random_inputs
+from hwdeploy.sdk.options import Option, OptionSchema
 
 log = logging.getLogger("hwdeploy")
 
@@ -55,6 +56,18 @@ DECISION_VERSION = 1
 SETTLE_S = 0.22
 #: Options the reference is re-created with when it rejects the caller's (backend-specific) ones.
 _PORTABLE_OPTIONS = ("threads",)
+#: ``device="auto:fastest"``'s own options; the rest go to every candidate backend.
+OPTIONS = OptionSchema("auto:fastest", [
+    Option("sample_inputs", (list, tuple, dict, np.ndarray), None, "inputs to time and check (default: the zoo's sample batch,"
+           " else random inputs of the model's specs)"),
+    Option("rounds", int, 5, "timed rounds per candidate", minimum=1, maximum=1000, nullable=False),
+    Option("runs", int, 5, "timed calls per round", minimum=1, maximum=10_000, nullable=False),
+    Option("warmup", int, 2, "untimed calls before each round", minimum=0, maximum=1000, nullable=False),
+    Option("settle", (int, float), SETTLE_S, "idle seconds before each candidate (spinning pools park)",
+           minimum=0, maximum=5, nullable=False),
+    Option("refresh", bool, False, "measure again instead of using the cached decision", nullable=False),
+    Option("backends", (list, tuple), None, "only these backends are candidates (the reference still checks parity)"),
+])
 
 
 def candidate_devices(found: Sequence[Device], backends: Sequence[str] | None = None) -> list[Device]:
@@ -118,11 +131,8 @@ def fastest_predictor(model: ModelLike, fallback: str = "error", *, sample_input
     - other ``options`` (``threads``...) go to every candidate; one that
       rejects them is skipped and says why in ``receipt.selection``.
     """
-    for name, value, low in (("rounds", rounds, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise OptionError(f"auto:fastest: {name} must be an integer >= {low}, got {value!r}")
-    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 5:
-        raise OptionError(f"auto:fastest: settle must be a number of seconds in [0, 5], got {settle!r}")
+    OPTIONS.check({"sample_inputs": sample_inputs, "rounds": rounds, "runs": runs, "warmup": warmup,
+                   "settle": settle, "refresh": refresh, "backends": backends})
     model = load_model(model)
     found = get_plugin_manager().discover_devices()
     candidates = candidate_devices(found, backends)

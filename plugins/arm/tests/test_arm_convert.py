@@ -27,7 +27,7 @@ def test_valid_targets_always_name_the_npu_first():
     assert valid_targets_for("huawei_ascend_npu", {}) == "huawei_ascend_npu,arm"
     assert valid_targets_for("cambricon_mlu", {}) == "cambricon_mlu,x86"
     assert valid_targets_for("cambricon_mlu", {"host": "arm"}) == "cambricon_mlu,arm"
-    with pytest.raises(OptionError, match="host must be one of"):
+    with pytest.raises(OptionError, match="option 'host' must be one of"):
         valid_targets_for("huawei_ascend_npu", {"host": "riscv"})
     with pytest.raises(OptionError, match="unknown option"):
         valid_targets_for("arm", {"threads": 2})
@@ -120,3 +120,27 @@ def test_plugin_import_is_cheap():
     code = "import sys, hwdeploy_arm.plugin, hwdeploy_arm; print('paddle' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "arm"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")
+
+
+def test_every_option_refuses_every_wrong_value(zoo_model):
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_refuses_wrong_options
+    from hwdeploy_arm import plugin
+
+    model = zoo_model("mlp").model
+    device = hwdeploy.Device("cpu", 0, backend=plugin.BACKEND, details={"engines": ["paddle-lite"]})
+    assert assert_refuses_wrong_options(
+        plugin.OPTIONS, lambda options: plugin.hwdeploy_create_predictor(model, device, options)) >= 20
+    assert assert_refuses_wrong_options(
+        plugin.CONVERT_OPTIONS, lambda options: hwdeploy.convert(model, "huawei_ascend_npu", **options)) >= 6

@@ -16,3 +16,14 @@ class TestAscendPlugin(suite.PluginSuite):
     @pytest.mark.ascend
     def test_ascend_hardware_zoo_parity_and_receipts(self, vendor):
         self.check_hardware_zoo_parity_and_receipts(vendor)
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "ascend"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")

@@ -16,9 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hwdeploy
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import BackendError, ModelFormatError
+from hwdeploy.errors import BackendError, ModelFormatError, OptionError
 from hwdeploy.contract.model import load_model
+from hwdeploy.sdk import testing
 from hwdeploy.sdk.paddle_format import legacy_inputs, legacy_op_types
 from hwdeploy_nvidia import engines
 from hwdeploy_nvidia.config import GETTERS, build_config, supports_cuda_graph_arg
@@ -206,13 +208,13 @@ def test_engine_keys_change_with_everything_that_changes_the_engines(tiny_models
 
 @pytest.mark.parametrize("options, message", [
     ({"precison": "fp16"}, "unknown option(s) ['precison']"),
-    ({"precision": "bf16"}, "precision must be one of"),
+    ({"precision": "bf16"}, "option 'precision' must be one of"),
     ({"precision": "int8"}, "precision='int8' needs calibration_inputs"),
     ({"precision": "int8", "tensorrt": False, "calibration_inputs": [[np.ones((1, 8), "float32")]]}, "needs TensorRT"),
     ({"calibration_inputs": [[np.ones((1, 8), "float32")]]}, "only apply to precision='int8'"),
-    ({"workspace_size": 10}, "workspace_size must be in"),
-    ({"min_subgraph_size": True}, "must be an integer"),
-    ({"tensorrt": "yes"}, "must be True or False"),
+    ({"workspace_size": 10}, "option 'workspace_size' must be in"),
+    ({"min_subgraph_size": True}, "option 'min_subgraph_size' must be int"),
+    ({"tensorrt": "yes"}, "option 'tensorrt' must be bool or None"),
     ({"shapes": {"x": ([1, 8], [4, 8])}}, "must be (min, opt, max)"),
     ({"shapes": {"x": ([4, 8], [2, 8], [8, 8])}}, "need min <= opt <= max"),
     ({"shapes": {"x": ([1, 8, 1], [2, 8, 1], [4, 8, 1])}}, "has rank 3 but the model input has rank 2"),
@@ -223,10 +225,10 @@ def test_engine_keys_change_with_everything_that_changes_the_engines(tiny_models
     ({"sample_inputs": [{"y": np.ones((2, 8), "float32")}]}, "inputs must be exactly ['x']"),
     ({"sample_inputs": np.ones((2, 8), "float32")}, "non-empty list of input batches"),
     ({"sample_inputs": [[np.ones((2, 8), "float32")]], "shapes": "x:1x8,2x8,4x8"}, "pass one"),
-    ({"optimization_level": 9}, "optimization_level must be in [0, 5]"),
+    ({"optimization_level": 9}, "option 'optimization_level' must be in [0, 5]"),
 ])
 def test_bad_options_are_rejected_before_paddle_sees_them(tiny_models, options, message):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(OptionError) as err:  # typed: a plain ValueError would mark the plugin broken
         parse_options(options, load_model(tiny_models["pir"]))
     assert message in str(err.value)
 
@@ -325,3 +327,26 @@ def test_tensorrt_engine_ops_and_their_files_are_counted(tiny_models, tmp_path):
     summary = trt_summary(program)
     assert summary["engines"] == 1 and summary["outside"] == {"pd_op.add": 2, "pd_op.matmul": 2}
     assert engine_files(program) == ["/cache/nvidia/pir-trt/k/model/engine_42_1.trt"]
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "nvidia"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")
+
+
+def test_every_option_refuses_every_wrong_value(tiny_models):
+    """Through the option parser every GPU predictor starts with, and through ``hwdeploy convert``."""
+    from hwdeploy_nvidia.options import OPTION_NAMES, OPTIONS
+    from hwdeploy_nvidia.plugin import _convert_options
+
+    assert set(OPTION_NAMES) == OPTIONS.names()  # GpuOptions and the declared schema name the same options
+    model = load_model(tiny_models["pir"])
+    assert testing.assert_refuses_wrong_options(OPTIONS, lambda options: parse_options(options, model)) >= 60
+    assert testing.assert_refuses_wrong_options(
+        _convert_options(), lambda options: hwdeploy.convert(model, "tensorrt", **options)) >= 30

@@ -14,7 +14,7 @@ import pytest
 
 import hwdeploy
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import BackendError, ConversionError, FallbackError
+from hwdeploy.errors import BackendError, ConversionError, FallbackError, OptionError
 from hwdeploy.contract.model import load_model
 from hwdeploy_nvidia import create_gpu_predictor, plugin
 from hwdeploy_nvidia.discovery import BACKEND
@@ -166,13 +166,14 @@ def test_convert_without_a_gpu_is_a_clear_conversion_error(tiny_models, fresh_ca
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"workspace": 1}, "tensorrt: unknown option(s) ['workspace']"),
-    ({"precision": "int4"}, "tensorrt: gpu option precision must be one of"),
-    ({"shapes": "x:1x8,4x8"}, "tensorrt: bad shapes entry 'x:1x8,4x8'"),
+    ({"workspace": 1}, "tensorrt conversion: unknown option(s) ['workspace']"),
+    ({"precision": "int4"}, "tensorrt conversion: option 'precision' must be one of"),
+    ({"shapes": "x:1x8,4x8"}, "tensorrt conversion: bad shapes entry 'x:1x8,4x8'"),
     ({"device": "npu:0"}, "tensorrt: device must be a gpu"),
 ])
 def test_convert_checks_its_options_first(tiny_models, fresh_cache, options, message):
-    with pytest.raises(ConversionError) as err:
+    expected = ConversionError if "device" in options else OptionError
+    with pytest.raises(expected) as err:
         hwdeploy.convert(tiny_models["pir"], "tensorrt", **options)
     assert message in str(err.value)
 

@@ -165,3 +165,21 @@ def test_a_quantizer_failure_is_a_conversion_error_naming_the_step(digits, monke
     calibration = digits.calibration_split()[:24]  # data no other test uses: not in the cache
     with pytest.raises(ConversionError, match="quantize_static.*calibration tensor range is empty"):
         hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=calibration)
+
+
+def test_the_command_line_runs_int8_with_calibration_data(digits, tmp_path, capfd):
+    import json
+
+    from hwdeploy import cli
+
+    base = ["run", "zoo:digits_cnn", "--device", "cpu", "--option", "backend=onnxruntime", "--repeat", "1", "--json"]
+    good = tmp_path / "calibration.npz"
+    np.savez(good, x=digits.calibration_split())
+    assert cli.main(base + ["--precision", "int8", "--calibration", str(good)]) == 0
+    receipt = json.loads(capfd.readouterr().out)["receipt"]
+    assert receipt["backend"] == "onnxruntime" and receipt["options"]["precision"] == "int8"
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.full_like(digits.calibration_split()[:4], np.nan))
+    assert cli.main(base + ["--precision", "int8", "--calibration", str(bad)]) == cli.EXIT_FAIL
+    error = json.loads(capfd.readouterr().out)["error"]
+    assert error.startswith("InputError") and "NaN or Inf" in error, error

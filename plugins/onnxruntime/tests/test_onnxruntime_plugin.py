@@ -118,7 +118,7 @@ def test_bad_options_are_refused(mlp, options, match):
 
 
 def test_bad_opset_is_refused(mlp):
-    with pytest.raises(ConversionError, match="opset"):
+    with pytest.raises(OptionError, match="opset"):
         hwdeploy.convert(mlp.model, "onnx", opset=3)
 
 
@@ -161,3 +161,26 @@ def test_the_onnx_file_another_onnx_reader_exported_is_not_exported_again(mlp, t
     assert [d.name for d in (tmp_path / "cache" / "convert").iterdir()] == ["onnx"]
     assert len(list((tmp_path / "cache" / "convert" / "onnx").iterdir())) == 1
     assert_parity(hwdeploy.predictor(mlp.model, "cpu", threads=1), p, mlp.sample_inputs(2, seed=1))
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "onnxruntime"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")
+
+
+def test_every_option_refuses_every_wrong_value(mlp):
+    from hwdeploy_onnxruntime.int8 import CONVERSION_OPTIONS
+    from hwdeploy_onnxruntime.plugin import OPTIONS
+
+    def predict(options):
+        return hwdeploy.predictor(mlp.model, "cpu", backend="onnxruntime", **options)
+
+    assert testing.assert_refuses_wrong_options(OPTIONS, predict) >= 25
+    assert testing.assert_refuses_wrong_options(
+        CONVERSION_OPTIONS, lambda options: hwdeploy.convert(mlp.model, "onnx-int8", **options)) >= 15

@@ -156,3 +156,25 @@ def test_the_ir_is_built_from_the_shared_onnx_export_without_exporting_again(mlp
     assert ir.metadata["paddle2onnx"] == onnx.metadata["paddle2onnx"] and ir.metadata["openvino"]
     p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", threads=1)
     assert_parity(hwdeploy.predictor(mlp.model, "cpu", threads=1), p, mlp.sample_inputs(2, seed=1))
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "openvino"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")
+
+
+def test_every_option_refuses_every_wrong_value(mlp):
+    from hwdeploy_openvino.plugin import CONVERSION_OPTIONS, OPTIONS
+
+    def predict(options):
+        return hwdeploy.predictor(mlp.model, "cpu", backend="openvino", **options)
+
+    assert testing.assert_refuses_wrong_options(OPTIONS, predict) >= 25
+    assert testing.assert_refuses_wrong_options(
+        CONVERSION_OPTIONS, lambda options: hwdeploy.convert(mlp.model, "openvino", **options)) >= 6

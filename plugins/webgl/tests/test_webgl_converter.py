@@ -184,3 +184,27 @@ def test_scalar_and_broadcast_legalisation_units():
     assert mul["attrs"]["axis"] == -1 and lw.var_shapes[mul["inputs"]["Y"][0]] == (1, 4, 1, 1)
     binary(lw, "sub", c, x)  # x - y with x broadcast: -(y - x)
     assert [op["type"] for op in lw.ops[-2:]] == ["elementwise_sub", "scale"] and lw.ops[-1]["attrs"]["scale"] == -1
+
+
+def test_the_options_reference_documents_this_plugin():
+    from pathlib import Path
+
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_options_documented
+
+    declared = [(p, s) for p, s in hwdeploy.option_schemas() if p == "webgl"]
+    assert declared
+    assert_options_documented(declared, Path(__file__).resolve().parents[3] / "docs" / "options.md")
+
+
+def test_every_option_refuses_every_wrong_value(small_models):
+    import hwdeploy
+    from hwdeploy.sdk.testing import assert_refuses_wrong_options
+    from hwdeploy_webgl.plugin import BACKEND, CONVERT_OPTIONS, KIND, OPTIONS
+    from hwdeploy_webgl.predictor import WebGLPredictor
+
+    model = hwdeploy.load_model(small_models["relu6_conv"])
+    device = hwdeploy.Device(KIND, 0, backend=BACKEND)
+    assert assert_refuses_wrong_options(OPTIONS, lambda options: WebGLPredictor(model, device, options)) >= 30
+    assert assert_refuses_wrong_options(
+        CONVERT_OPTIONS, lambda options: hwdeploy.convert(model, "webgl", **options)) >= 15

@@ -28,6 +28,11 @@ OPTIONS = OptionSchema("cpu backend", [
 
 
 @hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    return [OPTIONS]
+
+
+@hookimpl
 def hwdeploy_discover_devices() -> list[Device]:
     version = pi.paddle_version()
     # The parity reference of every check, and a CPU backend: no accelerator signature to expect.

@@ -22,9 +22,15 @@ from hwdeploy.contract.hookspecs import hookimpl
 from hwdeploy.contract.records import Artifact, ConversionTarget
 from hwdeploy.errors import ConversionError
 from hwdeploy.sdk import onnx_export
-from hwdeploy.sdk.options import check_options
+from hwdeploy.sdk.options import OptionSchema
 
 TARGET = onnx_export.TARGET
+OPTIONS = OptionSchema("onnx conversion", [onnx_export.OPSET])
+
+
+@hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    return [OPTIONS]
 
 
 @hookimpl
@@ -36,9 +42,7 @@ def hwdeploy_conversion_targets() -> list[ConversionTarget]:
 def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir) -> Artifact | None:
     if target != TARGET:
         return None
-    check_options("onnx conversion", options, {"opset"})
-    opset = options.get("opset", onnx_export.DEFAULT_OPSET)
-    onnx_export.check_opset(opset)  # the caller's mistake first, whatever is installed
+    opset = OPTIONS.check(options)["opset"]  # the caller's mistake first, whatever is installed
     missing = onnx_export.converter_missing("to ONNX")
     if missing:
         raise ConversionError(f"cannot convert {model.name or model.program} to ONNX: {missing}")

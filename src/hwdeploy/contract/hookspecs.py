@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from hwdeploy.contract.model import Model
     from hwdeploy.contract.predictor import Predictor
     from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget, UtilizationSampler
+    from hwdeploy.sdk.options import OptionSchema
 
 PROJECT_NAME = "hwdeploy"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -213,4 +214,25 @@ def hwdeploy_cli_commands() -> list[CliCommand]:
                 print(acme_firmware_version(args.card))
                 return 0
             return [CliCommand("acme-firmware", "show Acme firmware", configure, run)]
+    """
+
+
+@hookspec
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    """Declare the options your backends and conversion targets accept (the same schemas your hooks check with).
+
+    ``hwdeploy options``, ``hwdeploy run --help`` and ``docs/options.md`` are generated from these, so a user
+    reads what your ``OPTIONS.check(options)`` enforces. Called for every plugin; a schema name (its ``owner``)
+    another plugin already declares is dropped and reported against this plugin.
+
+    :returns: a list of :class:`hwdeploy.sdk.options.OptionSchema`.
+
+    Example::
+
+        OPTIONS = OptionSchema("acme backend", [THREADS, Option("precision", str, "fp32", "numeric precision",
+                                                                choices=("fp32", "fp16"), nullable=False)])
+
+        @hookimpl
+        def hwdeploy_option_schemas():
+            return [OPTIONS]
     """

@@ -23,6 +23,7 @@ from hwdeploy.contract import hookspecs
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.records import Artifact, CliCommand, ConversionTarget, Device
 from hwdeploy.errors import HwdeployError, PluginError
+from hwdeploy.sdk.options import OptionSchema
 
 log = logging.getLogger("hwdeploy")
 
@@ -115,6 +116,7 @@ RESULT_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "hwdeploy_create_predictor": _instance_of(Predictor, "a hwdeploy.Predictor"),
     "hwdeploy_utilization_sampler": _check_sampler,
     "hwdeploy_cli_commands": _list_of(CliCommand, "hwdeploy.CliCommand"),
+    "hwdeploy_option_schemas": _list_of(OptionSchema, "hwdeploy.sdk.options.OptionSchema"),
 }
 
 
@@ -268,6 +270,10 @@ class PluginManager:
     def cli_commands(self, reserved: Iterable[str] = ()) -> list[tuple[str, CliCommand]]:
         """(plugin, command) for every plugin command whose name is neither built in (``reserved``) nor taken."""
         return self._unique("hwdeploy_cli_commands", "command", reserved={name: "hwdeploy itself" for name in reserved})
+
+    def option_schemas(self) -> list[tuple[str, OptionSchema]]:
+        """(plugin, schema) for every declared option schema; a schema name declared twice stays with the first."""
+        return self._unique("hwdeploy_option_schemas", "option schema")
 
     def _unique(self, hook_name: str, what: str, reserved: dict[str, str] | None = None) -> list[tuple[str, Any]]:
         owners = dict(reserved or {})

@@ -142,6 +142,8 @@ def write_verified_file(path: Path, text: str) -> None:
     """Publish a one-file entry (a probe result, a decision) atomically, with its sha256 beside it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps({"sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text}))
+    if path.is_dir() and not path.is_symlink():  # a damaged entry that became a directory: os.replace cannot
+        _remove(path)
     os.replace(tmp, path)
 
 
@@ -158,8 +160,16 @@ def read_verified_file(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         why = type(exc).__name__
     log.warning("hwdeploy cache: %s is damaged (%s); ignoring it", path, why)
+    _remove(path)
+    return None
+
+
+def _remove(path: Path) -> None:
+    """Remove a damaged entry, whatever it became (a file, a directory, a link)."""
     try:
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
     except OSError:
         pass
-    return None

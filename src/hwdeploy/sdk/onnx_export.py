@@ -36,6 +36,7 @@ from typing import Any, Iterator, NoReturn
 from hwdeploy.errors import ConversionError, UnsupportedOpsError
 from hwdeploy.sdk.hostinfo import dist_version
 from hwdeploy.sdk.isolation import run_probe
+from hwdeploy.sdk.options import Option
 
 #: The conversion target every ONNX-consuming plugin converts through.
 TARGET = "onnx"
@@ -66,10 +67,14 @@ _FINISHED = re.compile(r"Finish export (\S+), op_id: (\d+)")
 _LISTED = re.compile(r"not supported yet, including ([^\n]*)")
 
 
+#: The ``opset`` option of every conversion built on this export (paddle2onnx targets opsets 7..23).
+OPSET = Option("opset", int, DEFAULT_OPSET, "ONNX opset of the paddle2onnx export", minimum=7, maximum=23,
+               nullable=False)
+
+
 def check_opset(opset) -> None:
-    """Raise :class:`ConversionError` unless ``opset`` is an ONNX opset paddle2onnx can target (7..23)."""
-    if not isinstance(opset, int) or isinstance(opset, bool) or not 7 <= opset <= 23:
-        raise ConversionError(f"opset must be an integer between 7 and 23, got {opset!r}")
+    """Raise :class:`OptionError` unless ``opset`` is an ONNX opset paddle2onnx can target (7..23)."""
+    OPSET.check("onnx conversion", opset)
 
 
 def onnx_options(opset: int | None = None) -> dict[str, Any]:

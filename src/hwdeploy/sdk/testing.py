@@ -13,6 +13,9 @@
 - :func:`rel_l2` (the one relative-error metric of tests, benchmarks and the
   conformance suite), :func:`assert_parity`, :func:`run_clones_in_threads`,
   :func:`assert_clones_agree`, :func:`modules_imported_by_discovery`.
+- :func:`wrong_values` and :func:`assert_refuses_wrong_options` drive a backend's
+  real entry point with a wrong value for every option of its schema;
+  :func:`assert_options_documented` checks ``docs/options.md`` against the schemas.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 def install_plugin(site: Path, name: str, source: str, *, requires: Sequence[str] = (), version: str = "1.0",
@@ -68,6 +71,65 @@ def plugins_on_path(site: Path) -> Iterator[None]:
         for mod in [m for m in sys.modules if m.startswith("hwdeploy_test_")]:
             del sys.modules[mod]
         reset_plugin_manager()
+
+
+#: One value of each common type: an option refuses those its declared type(s) do not cover.
+_ANY_TYPE_SAMPLES: tuple[Any, ...] = ("no", 7, 2.5, True, [1], {"a": 1}, b"raw")
+
+
+def wrong_values(option) -> list[Any]:
+    """Values ``option`` (an :class:`hwdeploy.sdk.options.Option`) must refuse: other types (a bool is never an
+    int, ``"no"`` never a bool), one step outside its range, a value of its type outside its choices."""
+    types = option.type if isinstance(option.type, tuple) else (option.type,)
+    if object in types:
+        return []
+    wrong = [v for v in _ANY_TYPE_SAMPLES
+             if not isinstance(v, types) or (isinstance(v, bool) and bool not in types)]
+    if option.choices is not None:
+        wrong.append("no-such-choice" if str in types else -12345)
+    if option.minimum is not None:
+        wrong.append(option.minimum - 1)
+    if option.maximum is not None:
+        wrong.append(option.maximum + 1)
+    return wrong
+
+
+def assert_refuses_wrong_options(schema, call: Callable[[dict], Any], *, skip: Sequence[str] = ()) -> int:
+    """``call({name: wrong})`` must raise :class:`hwdeploy.OptionError` naming the option, for every option of
+    ``schema`` and every :func:`wrong_values` of it; returns how many cases ran. ``call`` is the real entry
+    point (``lambda o: hwdeploy.predictor(model, "acme", **o)``), so the test proves the wiring, not the schema."""
+    from hwdeploy.errors import OptionError
+
+    cases, accepted = 0, []
+    for name, option in schema.options.items():
+        if name in skip:
+            continue
+        for value in wrong_values(option):
+            cases += 1
+            try:
+                result = call({name: value})
+            except OptionError as exc:
+                if repr(name) not in str(exc) and name not in str(exc):
+                    accepted.append(f"{name}={value!r}: the OptionError does not name the option: {exc}")
+                continue
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()
+            accepted.append(f"{name}={value!r} accepted")
+    assert not accepted, f"{schema.owner}: " + "; ".join(accepted)
+    return cases
+
+
+def assert_options_documented(schemas, docs: Path) -> None:
+    """Each ``(owner, schema)``'s section of ``docs`` (``docs/options.md``) is exactly what
+    ``hwdeploy options --markdown`` generates from it now: regenerate the file when a schema changes."""
+    from hwdeploy.sdk.options import markdown_section
+
+    sections = {}
+    for chunk in ("\n" + Path(docs).read_text()).split("\n## ")[1:]:
+        sections[chunk.split("\n", 1)[0]] = "## " + chunk.rstrip("\n") + "\n"
+    stale = [schema.owner for owner, schema in schemas if sections.get(schema.owner) != markdown_section(owner, schema)]
+    assert not stale, f"{docs}: sections {stale} are stale or missing: run `hwdeploy options --markdown > {docs}`"
 
 
 def rel_l2(output, reference) -> float:

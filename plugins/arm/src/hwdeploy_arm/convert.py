@@ -40,7 +40,6 @@ REPORT_NAME = "lite_report.json"
 #: NNAdapter device names as opt spells them, and the CPU each usually sits beside.
 NNADAPTER_TARGETS = {"huawei_ascend_npu": "arm", "cambricon_mlu": "x86"}
 CPU_TARGETS = ("arm", "x86")
-CONVERT_OPTIONS = {"host"}
 
 TARGETS = [
     ConversionTarget("arm", "Paddle Lite .nb for ARM CPUs (opt --valid_targets=arm)", device_kinds=("arm",)),
@@ -59,9 +58,9 @@ TARGET_NAMES = {t.name for t in TARGETS}
 def valid_targets_for(target: str, options: dict[str, Any]) -> str:
     """opt's ``valid_targets`` for one of :data:`TARGETS` (NPU targets always name the NPU first:
     leaving it out is the classic trap where Lite silently runs everything on the CPU)."""
-    unknown = set(options) - CONVERT_OPTIONS
-    if unknown:
-        raise OptionError(f"Paddle Lite conversion: unknown option(s) {sorted(unknown)}; known: {sorted(CONVERT_OPTIONS)}")
+    from hwdeploy_arm.plugin import CONVERT_OPTIONS
+
+    CONVERT_OPTIONS.check(options)
     if target in CPU_TARGETS:
         if "host" in options:
             raise OptionError(f"option host= applies to NNAdapter targets, not {target!r}")

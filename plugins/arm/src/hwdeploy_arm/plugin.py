@@ -20,6 +20,7 @@ Importing this module is cheap: no Paddle, no Lite, no subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from typing import Any
@@ -28,13 +29,26 @@ from hwdeploy import hookimpl
 from hwdeploy.contract.records import Device
 from hwdeploy.errors import OptionError
 from hwdeploy.contract.records import CliCommand
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 
 BACKEND = "paddle-lite"
 #: Device kind -> the Lite target (.nb kernels) it runs.
 KINDS = {"arm": "arm", "cpu": "x86"}
 PRIORITY = {"arm": 10, "cpu": -1}
-PREDICTOR_OPTIONS = {"threads", "power_mode", "timeout", "check_finite", "engine"}
 ENGINES = ("auto", "paddle-lite", "paddle-inference")
+POWER_MODES = ("high", "low", "full", "no_bind", "rand_high", "rand_low")
+OPTIONS = OptionSchema("paddle-lite backend", [
+    dataclasses.replace(THREADS, default=1, nullable=False, description="Lite math threads"),
+    Option("power_mode", str, None, "Lite's CPU power mode (big/little cores; ARM only)", choices=POWER_MODES),
+    Option("timeout", (int, float), 300.0, "seconds one call into the Lite worker may take", minimum=0.001,
+           maximum=86400, nullable=False),
+    CHECK_FINITE,
+    Option("engine", str, "auto", "auto (measure both on an ARM host, keep the faster), paddle-lite or"
+           " paddle-inference", choices=ENGINES, nullable=False),
+])
+CONVERT_OPTIONS = OptionSchema("paddle-lite conversion", [
+    Option("host", str, None, "NNAdapter targets: the CPU kernels beside the accelerator's", choices=("arm", "x86")),
+])
 PROBE_TTL = 3600.0
 
 
@@ -123,6 +137,11 @@ def hwdeploy_conversion_targets():
 
 
 @hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    return [OPTIONS, CONVERT_OPTIONS]
+
+
+@hookimpl
 def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir):
     from hwdeploy_arm.convert import TARGET_NAMES, convert_to_nb, valid_targets_for
 
@@ -131,7 +150,7 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
     return convert_to_nb(model, valid_targets_for(target, options), output_dir)
 
 
-def _lite_predictor(model, device: Device, options: dict[str, Any]):
+def _lite_predictor(model, device: Device, settings: dict[str, Any]):
     import hwdeploy
     from hwdeploy.contract.model import TensorSpec
 
@@ -143,19 +162,19 @@ def _lite_predictor(model, device: Device, options: dict[str, Any]):
     specs = [[TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in report.get(key, [])]
              for key in ("inputs", "outputs")]
     return LitePredictor(artifact.path(NB_NAME), device, model=model, inputs=specs[0] or None,
-                         outputs=specs[1] or None, threads=options.get("threads", 1),
-                         power_mode=options.get("power_mode"), timeout=options.get("timeout", 300.0),
-                         check_finite=options.get("check_finite", True), report=report)
+                         outputs=specs[1] or None, threads=settings["threads"], power_mode=settings["power_mode"],
+                         timeout=settings["timeout"], check_finite=settings["check_finite"], report=report)
 
 
-def _inference_predictor(model, device: Device, options: dict[str, Any], notes: list[str] | None = None):
+def _inference_predictor(model, device: Device, settings: dict[str, Any], options: dict[str, Any],
+                         notes: list[str] | None = None):
     from hwdeploy.sdk import paddle_inference as pi
 
     notes = notes if notes is not None else []
-    config = pi.make_config(model, threads=options.get("threads", 1), onednn=False)  # oneDNN is x86-only
+    config = pi.make_config(model, threads=settings["threads"], onednn=False)  # oneDNN is x86-only
     # On an ARM host the "cpu" Paddle Inference reports is this ARM CPU.
     return pi.PaddleInferencePredictor(
-        model, device, config, backend="paddle-inference", check_finite=options.get("check_finite", True),
+        model, device, config, backend="paddle-inference", check_finite=settings["check_finite"],
         actual_device=lambda c: device.id if not c.use_gpu() else pi.config_device(c),
         receipt_extra=lambda receipt: receipt.evidence.extend(notes), options=options)
 
@@ -164,31 +183,26 @@ def _inference_predictor(model, device: Device, options: dict[str, Any], notes: 
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.kind not in KINDS or device.backend != BACKEND:
         return None
-    unknown = set(options) - PREDICTOR_OPTIONS
-    if unknown:
-        raise OptionError(f"{device.kind} (Paddle Lite): unknown option(s) {sorted(unknown)};"
-                          f" known: {sorted(PREDICTOR_OPTIONS)}")
+    settings = OPTIONS.check(options)
     engines = device.details.get("engines", ["paddle-lite"])
-    engine = options.get("engine", "auto")
-    if engine not in ENGINES:
-        raise OptionError(f"engine must be one of {ENGINES}, got {engine!r}")
+    engine = settings["engine"]
     if engine != "auto" and engine not in engines:
         raise OptionError(f"engine {engine!r} is not available on {device.id}; available: {engines}")
     if engine == "paddle-inference" or engines == ["paddle-inference"]:
-        return _inference_predictor(model, device, options)
+        return _inference_predictor(model, device, settings, options)
     if engine == "paddle-lite" or len(engines) == 1:
-        return _lite_predictor(model, device, options)
-    return choose_engine(model, device, options)
+        return _lite_predictor(model, device, settings)
+    return choose_engine(model, device, settings, options)
 
 
-def choose_engine(model, device: Device, options: dict[str, Any]):
+def choose_engine(model, device: Device, settings: dict[str, Any], options: dict[str, Any]):
     """Build the model on both engines of an ARM host, keep the faster (measured on example inputs)."""
     from hwdeploy_arm.predictor import example_inputs, pick_faster
 
     notes: list[str] = []
-    lite = _lite_predictor(model, device, options)
+    lite = _lite_predictor(model, device, settings)
     try:
-        inference = _inference_predictor(model, device, options, notes)
+        inference = _inference_predictor(model, device, settings, options, notes)
     except Exception:
         lite.close()
         raise

@@ -10,8 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import ModelFormatError, OptionError
-from hwdeploy.sdk.options import check_threads
+from hwdeploy.errors import ModelFormatError
 from hwdeploy.contract.model import Model, TensorSpec
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.receipt import OpPlacement, Receipt
@@ -21,7 +20,6 @@ from hwdeploy_arm.worker import DEFAULT_TIMEOUT, LiteWorker
 
 BACKEND = "paddle-lite"
 #: MobileConfig power modes (ARM big.LITTLE scheduling; the x86 runtime has no such setting).
-POWER_MODES = ("high", "low", "full", "no_bind", "rand_high", "rand_low")
 #: Lite kernel target -> the hwdeploy device kind that runs it (x86 Lite is one of the cpu backends).
 _HOST_KINDS = {"x86": "cpu", "arm": "arm"}
 
@@ -37,13 +35,10 @@ def host_kind(machine: str | None = None) -> str | None:
 
 
 def check_options(threads: Any, power_mode: Any, timeout: Any) -> None:
-    if threads is None:
-        raise OptionError("threads must be a positive integer, got None")
-    check_threads(threads)
-    if power_mode is not None and power_mode not in POWER_MODES:
-        raise OptionError(f"power_mode must be one of {POWER_MODES}, got {power_mode!r}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise OptionError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    """The Lite options of :data:`hwdeploy_arm.plugin.OPTIONS`, for a ``LitePredictor`` built directly."""
+    from hwdeploy_arm.plugin import OPTIONS
+
+    OPTIONS.check({"threads": threads, "power_mode": power_mode, "timeout": timeout})
 
 
 class LitePredictor(Predictor):

@@ -96,11 +96,16 @@ class CustomDeviceVendor:
                       reason=reason, priority=self.priority, details=details)
 
     # ---- predictor
+    @property
+    def options(self) -> OptionSchema:
+        """The options this vendor's predictors accept (``hwdeploy options`` lists them)."""
+        return OptionSchema(f"{self.kind} backend", OPTION_LIST)
+
     def create_predictor(self, model: Model, device: Device, options: dict[str, Any]) -> CustomDevicePredictor | None:
         """A predictor for ``device`` if it is this vendor's, else None (the hook's contract)."""
         if device.kind != self.kind or device.backend != BACKEND:
             return None
-        settings = OptionSchema(f"{self.kind} backend", OPTION_LIST).check(options)
+        settings = self.options.check(options)
         settings.pop("precision")  # fp32, the only choice
         return create_custom_device_predictor(model, device, self.device_type, options=options, **settings)
 
@@ -116,8 +121,8 @@ class CustomDeviceVendor:
 
     # ---- the plugin's hooks
     def hookimpls(self) -> dict[str, Callable[..., Any]]:
-        """This vendor's hwdeploy hooks by name (discovery, predictors, the sampler), each an ``@hookimpl``
-        function forwarding to this object.
+        """This vendor's hwdeploy hooks by name (discovery, predictors, the sampler, its option schema),
+        each an ``@hookimpl`` function forwarding to this object.
 
         A vendor module binds them as its own attributes, where pluggy looks:
         ``globals().update(ACME.hookimpls())``. No conversion hook: Paddle
@@ -134,5 +139,9 @@ class CustomDeviceVendor:
         def hwdeploy_utilization_sampler(device):
             return self.utilization_sampler(device)
 
+        def hwdeploy_option_schemas():
+            return [self.options]
+
         return {hook.__name__: hookimpl(hook) for hook in (
-            hwdeploy_discover_devices, hwdeploy_create_predictor, hwdeploy_utilization_sampler)}
+            hwdeploy_discover_devices, hwdeploy_create_predictor, hwdeploy_utilization_sampler,
+            hwdeploy_option_schemas)}

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.errors import OptionError
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 
 PRECISIONS = ("fp32", "fp16", "int8")
 Shape = tuple[int, ...]
@@ -99,21 +101,6 @@ def digest_batches(batches: Sequence[Sequence[np.ndarray]]) -> str:
     return h.hexdigest()[:24]
 
 
-def _int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"gpu option {name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"gpu option {name} must be in [{low}, {high if high is not None else 'inf'}], got {value}")
-    return value
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"gpu option {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def parse_shape(text: str) -> Shape:
     """``"1x3x224x224"`` -> ``(1, 3, 224, 224)``."""
     try:
@@ -188,6 +175,32 @@ def _batches(name: str, value: Any, specs: list[TensorSpec] | None) -> list[list
     return out
 
 
+#: The declared form of :class:`GpuOptions` (types, ranges, choices: ``hwdeploy options`` prints it); the
+#: structured ones (shapes, batches, op lists) are parsed further by :func:`parse_options`.
+OPTIONS = OptionSchema("gpu backend", [
+    Option("precision", str, "fp32", "fp32, fp16 or int8 (int8: TensorRT with calibration_inputs or a quantized"
+           " model)", choices=PRECISIONS, nullable=False),
+    Option("tensorrt", bool, None, "None: TensorRT when this Paddle has it (the receipt says when not); True: require"
+           " it; False: Paddle's native CUDA kernels only"),
+    Option("min_subgraph_size", int, 3, "smallest op run TensorRT takes", minimum=1, maximum=10_000, nullable=False),
+    Option("workspace_size", int, 1 << 30, "TensorRT builder workspace, bytes", minimum=1 << 20, maximum=1 << 40,
+           nullable=False),
+    Option("max_batch_size", int, 1, "top of the dynamic batch range (default: the model's batch_range, else 1)",
+           minimum=1, maximum=1 << 16, nullable=False),
+    Option("optimization_level", int, None, "TensorRT builder optimisation level", minimum=0, maximum=5),
+    Option("disable_ops", (str, list, tuple), None, "op types kept out of TensorRT"),
+    Option("cuda_graph", bool, False, "capture the run in a CUDA graph", nullable=False),
+    Option("shapes", (dict, str), None, "dynamic-shape ranges {input: (min, opt, max)} or 'x:1x8,4x8,8x8;y:...'"),
+    Option("sample_inputs", object, None, "input batches Paddle collects shape ranges from (two-pass build)"),
+    Option("calibration_inputs", object, None, "precision='int8': batches for Paddle-TRT calibration"),
+    Option("engine_cache", bool, True, "serialize engines into hwdeploy's cache and reuse them", nullable=False),
+    Option("memory_pool_mb", int, 256, "initial GPU memory pool, MB", minimum=1, maximum=1 << 20, nullable=False),
+    THREADS,
+    Option("ir_optim", bool, True, "Paddle's graph optimisation passes", nullable=False),
+    CHECK_FINITE,
+    Option("build_timeout", (int, float), 1800.0, "seconds an engine build may take", minimum=0.001,
+           maximum=7 * 86400, nullable=False),
+])
 OPTION_NAMES = tuple(f.name for f in fields(GpuOptions))
 
 
@@ -201,50 +214,38 @@ def input_specs(model: Model) -> list[TensorSpec] | None:
     return io[0] if io else None
 
 
-def parse_options(options: Mapping[str, Any], model: Model | None = None) -> GpuOptions:
-    """Check ``options`` (types, ranges, names against the model's inputs) and return :class:`GpuOptions`."""
+def parse_options(options: Mapping[str, Any], model: Model | None = None, owner: str = "gpu backend") -> GpuOptions:
+    """Check ``options`` (types, ranges, names against the model's inputs) and return :class:`GpuOptions`.
+
+    Every mistake is an :class:`OptionError` (a ``ValueError``) that starts with ``owner``.
+    """
     if isinstance(options, GpuOptions):
         return options
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise ValueError(f"gpu backend: unknown option(s) {unknown}; known: {sorted(OPTION_NAMES)}")
+    try:
+        return _parse(options, model)
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise OptionError(f"{owner}: {exc}") from None
+
+
+def _parse(options: Mapping[str, Any], model: Model | None) -> GpuOptions:
+    settings = OPTIONS.check(options)  # names, types, ranges, choices: OptionError (a ValueError)
     specs = input_specs(model) if model is not None else None
-    o = GpuOptions()
-    for name, value in options.items():
-        if value is None and name in ("tensorrt", "shapes", "sample_inputs", "calibration_inputs",
-                                      "optimization_level", "threads"):
-            continue
-        if name == "precision":
-            if value not in PRECISIONS:
-                raise ValueError(f"gpu option precision must be one of {PRECISIONS}, got {value!r}")
-            o.precision = value
-        elif name in ("tensorrt", "cuda_graph", "engine_cache", "ir_optim", "check_finite"):
-            setattr(o, name, _bool(name, value))
-        elif name == "min_subgraph_size":
-            o.min_subgraph_size = _int(name, value, 1, 10_000)
-        elif name == "workspace_size":
-            o.workspace_size = _int(name, value, 1 << 20, 1 << 40)
-        elif name == "max_batch_size":
-            o.max_batch_size = _int(name, value, 1, 1 << 16)
-        elif name == "optimization_level":
-            o.optimization_level = _int(name, value, 0, 5)
-        elif name == "memory_pool_mb":
-            o.memory_pool_mb = _int(name, value, 1, 1 << 20)
-        elif name == "threads":
-            o.threads = _int(name, value, 1, 1024)
-        elif name == "build_timeout":
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"gpu option build_timeout must be a positive number of seconds, got {value!r}")
-            o.build_timeout = float(value)
-        elif name == "disable_ops":
-            ops = [value] if isinstance(value, str) else value
-            if not isinstance(ops, (list, tuple)) or not all(isinstance(x, str) and x for x in ops):
-                raise ValueError(f"gpu option disable_ops must be a list of op type names, got {value!r}")
-            o.disable_ops = tuple(ops)
-        elif name == "shapes":
-            o.shapes = parse_shapes(value)
-        elif name in ("sample_inputs", "calibration_inputs"):
-            setattr(o, name, _batches(name, value, specs))
+    structured = {"disable_ops", "shapes", "sample_inputs", "calibration_inputs"}
+    o = GpuOptions(**{name: value for name, value in settings.items() if name not in structured})
+    o.build_timeout = float(settings["build_timeout"])
+    if settings["disable_ops"] is not None:
+        value = settings["disable_ops"]
+        ops = [value] if isinstance(value, str) else value
+        if not all(isinstance(x, str) and x for x in ops):
+            raise ValueError(f"gpu option disable_ops must be a list of op type names, got {value!r}")
+        o.disable_ops = tuple(ops)
+    if settings["shapes"] is not None:
+        o.shapes = parse_shapes(settings["shapes"])
+    for name in ("sample_inputs", "calibration_inputs"):
+        if settings[name] is not None:
+            setattr(o, name, _batches(name, settings[name], specs))
     batch_range = (model.metadata.get("batch_range") if model is not None else None) or None
     if "max_batch_size" not in options and batch_range:
         o.max_batch_size = int(batch_range[-1])  # e.g. the zoo's (1, 8): build engines for its whole batch range

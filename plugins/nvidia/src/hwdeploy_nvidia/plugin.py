@@ -22,9 +22,24 @@ from hwdeploy.contract.records import Artifact
 from hwdeploy_nvidia.discovery import BACKEND, KIND, discover, fingerprint
 
 TARGET = "tensorrt"
-#: Options ``hwdeploy convert --target tensorrt`` accepts (all JSON-able, so they key the cache exactly).
-CONVERT_OPTIONS = ("precision", "shapes", "max_batch_size", "min_subgraph_size", "workspace_size", "disable_ops",
-                   "optimization_level", "cuda_graph", "device", "build_timeout")
+
+
+def _convert_options():
+    """The options ``hwdeploy convert --target tensorrt`` accepts (all JSON-able, so they key the cache exactly)."""
+    from hwdeploy.sdk.options import Option, OptionSchema
+    from hwdeploy_nvidia.options import OPTIONS
+
+    built = ("precision", "shapes", "max_batch_size", "min_subgraph_size", "workspace_size", "disable_ops",
+             "optimization_level", "cuda_graph", "build_timeout")
+    return OptionSchema("tensorrt conversion", [OPTIONS.options[name] for name in built] + [
+        Option("device", str, KIND, "the GPU whose engines are built (gpu or gpu:N)", nullable=False)])
+
+
+@hookimpl
+def hwdeploy_option_schemas():
+    from hwdeploy_nvidia.options import OPTIONS
+
+    return [OPTIONS, _convert_options()]
 
 
 @hookimpl
@@ -104,14 +119,9 @@ def convert_tensorrt(model, options: dict[str, Any], output_dir: Path) -> Artifa
     from hwdeploy_nvidia.options import input_specs, parse_options, static_shape_ranges
     from hwdeploy_nvidia.programs import engine_files, trt_summary
 
-    unknown = sorted(set(options) - set(CONVERT_OPTIONS))
-    if unknown:
-        raise ConversionError(f"tensorrt: unknown option(s) {unknown}; known: {list(CONVERT_OPTIONS)}")
+    _convert_options().check(options)
     trt_options = {k: v for k, v in options.items() if k != "device"}
-    try:
-        opts = parse_options({**trt_options, "tensorrt": True}, model)
-    except ValueError as exc:
-        raise ConversionError(f"tensorrt: {exc}") from None
+    opts = parse_options({**trt_options, "tensorrt": True}, model, owner="tensorrt conversion")
     device = _gpu_for(str(options.get("device", KIND)))
     path = "subgraph" if model.format == "legacy" else "pir"
     status = device.details.get("tensorrt") or {}

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from hwdeploy.sdk import paddle_inference as pi
 from hwdeploy.sdk.cache import cache_dir
 from hwdeploy.contract.records import Device
-from hwdeploy.errors import BackendError
+from hwdeploy.errors import BackendError, OptionError
 from hwdeploy.contract.model import Model, load_model
 from hwdeploy.contract.receipt import OpPlacement, Receipt
 
@@ -181,7 +181,7 @@ def create_gpu_predictor(model, device: Device | str, options: Mapping[str, Any]
             static_shape_ranges(input_specs(model) or [], opts.max_batch_size)
         except ValueError as exc:
             if opts.tensorrt:
-                raise
+                raise OptionError(f"gpu backend: {exc}") from None
             mode, reason = "off", f"no shape ranges for TensorRT: {exc}"
     if mode == "off" and opts.precision == "int8":
         raise BackendError(f"precision='int8' needs TensorRT, but {reason}")

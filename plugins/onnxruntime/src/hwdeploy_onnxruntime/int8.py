@@ -30,8 +30,15 @@ from typing import Any
 import numpy as np
 
 from hwdeploy.errors import ConversionError, InputError, OptionError
+from hwdeploy.sdk.onnx_export import OPSET
+from hwdeploy.sdk.options import Option, OptionSchema
 
 TARGET = "onnx-int8"
+CONVERSION_OPTIONS = OptionSchema("onnx-int8 conversion", [
+    Option("calibration", str, None, "the calibration .npz (hwdeploy.predictor(..., precision='int8') writes it)"),
+    Option("calibration_sha256", str, None, "sha256 of the calibration data: the cache key follows the data"),
+    OPSET,
+])
 #: ONNX op types that only a quantized graph has.
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 #: Calibration rows fed to the quantizer per batch.
@@ -196,14 +203,13 @@ def quantize(model, options: dict[str, Any], output_dir: Path):
     import hwdeploy
     from hwdeploy import Artifact
     from hwdeploy.sdk.onnx_export import TARGET as ONNX, onnx_options
-    from hwdeploy.sdk.options import check_options
 
-    check_options("onnx-int8 conversion", options, {"calibration", "calibration_sha256", "opset"})
-    if "calibration" not in options or "calibration_sha256" not in options:
+    settings = CONVERSION_OPTIONS.check(options)
+    if settings["calibration"] is None or settings["calibration_sha256"] is None:
         raise OptionError("onnx-int8 conversion needs calibration= (an .npz path) and calibration_sha256= (its"
                           " data's hash, so that the cache key follows the data); hwdeploy.predictor("
                           "..., precision='int8') passes both")
-    fp32 = hwdeploy.convert(model, ONNX, **onnx_options(options.get("opset")))
+    fp32 = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
     specs = input_specs(model, fp32.path())
     names = [s[0] for s in specs]
     arrays = resolve_calibration(model, str(options["calibration"]), specs)

@@ -17,17 +17,27 @@ from typing import Any
 
 from hwdeploy import ConversionTarget, Device, hookimpl
 from hwdeploy.errors import OptionError
-from hwdeploy.sdk.options import check_options, check_threads
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
 from hwdeploy.sdk.isolation import run_probe
-from hwdeploy.sdk.onnx_export import TARGET as ONNX, converter_missing, onnx_options
+from hwdeploy.sdk.onnx_export import OPSET, TARGET as ONNX, converter_missing, onnx_options
 
 from hwdeploy_onnxruntime.predictor import BACKEND, ort_version
 
 CPU_PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
 GPU_PRIORITY = 40  # below Paddle's own GPU backends (100)
-OPTIONS = {"threads", "precision", "check_finite", "opset", "spinning", "calibration"}
 PRECISIONS = ("fp32", "int8")
+OPTIONS = OptionSchema("onnxruntime backend", [
+    THREADS,
+    Option("precision", str, "fp32", "fp32, or int8: static QDQ quantization with calibration= data",
+           choices=PRECISIONS, nullable=False),
+    CHECK_FINITE,
+    OPSET,
+    Option("spinning", bool, True, "idle intra-op threads spin (lower latency; off frees the cores between runs)",
+           nullable=False),
+    Option("calibration", object, None, "precision='int8' only: an .npz path, an array, or an iterable of input"
+           " dicts/arrays (default: the zoo model's own calibration set)"),
+])
 PROBE_TTL = 86400.0
 
 
@@ -81,33 +91,35 @@ def hwdeploy_discover_devices() -> list[Device]:
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.backend != BACKEND:
         return None
-    check_options("onnxruntime backend", options, OPTIONS)
-    precision = options.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise OptionError(f"onnxruntime backend: precision {precision!r} is not supported (supported: "
-                          f"{', '.join(PRECISIONS)}; int8 is static QDQ quantization with calibration= data)")
-    if precision != "int8" and options.get("calibration") is not None:
+    settings = OPTIONS.check(options)
+    precision = settings["precision"]
+    if precision != "int8" and settings["calibration"] is not None:
         raise OptionError("onnxruntime backend: calibration= is only used with precision='int8'")
-    threads = options.get("threads")
-    check_threads(threads)
     import hwdeploy
     from hwdeploy_onnxruntime.predictor import OrtPredictor
 
     # The built-in "onnx" target exports (paddle2onnx, in a child process) and caches by content hash:
     # OpenVINO and any other ONNX reader share the same file; unsupported ops raise UnsupportedOpsError.
-    artifact = hwdeploy.convert(model, ONNX, **onnx_options(options.get("opset")))
+    artifact = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
     if precision == "int8":
         from hwdeploy_onnxruntime import int8
 
         # Checked (names, dtypes, shapes, finite, not empty) before the quantizer runs; cached by content hash.
         specs = int8.input_specs(model, artifact.path())
-        arrays = int8.resolve_calibration(model, options.get("calibration"), specs)
+        arrays = int8.resolve_calibration(model, settings["calibration"], specs)
         path, sha = int8.store_calibration([s[0] for s in specs], arrays)
         artifact = hwdeploy.convert(model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
-                                    **onnx_options(options.get("opset")))
-    return OrtPredictor(model, device, artifact.path(), threads=threads, spinning=options.get("spinning", True),
-                        check_finite=options.get("check_finite", True), options=options,
+                                    **onnx_options(settings["opset"]))
+    return OrtPredictor(model, device, artifact.path(), threads=settings["threads"], spinning=settings["spinning"],
+                        check_finite=settings["check_finite"], options=options,
                         conversion=artifact.metadata, precision=precision)
+
+
+@hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    from hwdeploy_onnxruntime.int8 import CONVERSION_OPTIONS
+
+    return [OPTIONS, CONVERSION_OPTIONS]
 
 
 @hookimpl

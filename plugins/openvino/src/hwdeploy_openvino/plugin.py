@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
-from hwdeploy.sdk.options import check_options, check_threads
+from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
-from hwdeploy.sdk.onnx_export import converter_missing, onnx_options
+from hwdeploy.sdk.onnx_export import OPSET, converter_missing, onnx_options
 from hwdeploy.contract.records import Artifact, ConversionTarget
 
 from hwdeploy_openvino import convert
@@ -24,8 +23,22 @@ from hwdeploy_openvino.predictor import BACKEND, PRECISIONS, ov_version
 
 TARGET = "openvino"
 PRIORITY = -1  # below the Paddle Inference CPU reference (0): "auto" keeps the reference
-OPTIONS = {"threads", "precision", "check_finite", "opset", "hint", "cache"}
 HINTS = ("latency", "throughput")
+OPTIONS = OptionSchema("openvino backend", [
+    THREADS,
+    Option("precision", str, "fp32", "inference precision hint of the CPU plugin", choices=tuple(sorted(PRECISIONS)),
+           nullable=False),
+    CHECK_FINITE,
+    OPSET,
+    Option("hint", str, "latency", "OpenVINO PERFORMANCE_HINT", choices=HINTS, nullable=False),
+    Option("cache", bool, True, "keep OpenVINO's compiled blobs in hwdeploy's cache", nullable=False),
+])
+CONVERSION_OPTIONS = OptionSchema("openvino conversion", [OPSET])
+
+
+@hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    return [OPTIONS, CONVERSION_OPTIONS]
 
 
 @hookimpl
@@ -49,8 +62,8 @@ def hwdeploy_conversion_targets() -> list[ConversionTarget]:
 def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir) -> Artifact | None:
     if target != TARGET:
         return None
-    check_options("openvino conversion", options, {"opset"})
-    xml, facts = convert.convert_to_ir(model, output_dir, options.get("opset"))
+    opset = CONVERSION_OPTIONS.check(options)["opset"]
+    xml, facts = convert.convert_to_ir(model, output_dir, opset)
     return Artifact(TARGET, output_dir, [xml.name, xml.with_suffix(".bin").name], facts)
 
 
@@ -58,19 +71,11 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
 def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.backend != BACKEND:
         return None
-    check_options("openvino backend", options, OPTIONS)
-    precision = options.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise OptionError(f"openvino backend: precision {precision!r} is not supported (one of {sorted(PRECISIONS)})")
-    hint = options.get("hint", "latency")
-    if hint not in HINTS:
-        raise OptionError(f"openvino backend: hint must be one of {HINTS}, got {hint!r}")
-    threads = options.get("threads")
-    check_threads(threads)
+    settings = OPTIONS.check(options)
     import hwdeploy
     from hwdeploy_openvino.predictor import OvPredictor
 
-    artifact = hwdeploy.convert(model, TARGET, **onnx_options(options.get("opset")))  # the IR, over the shared ONNX
-    return OvPredictor(model, device, artifact.path(), threads=threads, precision=precision, hint=hint,
-                       cache=options.get("cache", True), check_finite=options.get("check_finite", True),
+    artifact = hwdeploy.convert(model, TARGET, **onnx_options(settings["opset"]))  # the IR, over the shared ONNX
+    return OvPredictor(model, device, artifact.path(), threads=settings["threads"], precision=settings["precision"],
+                       hint=settings["hint"], cache=settings["cache"], check_finite=settings["check_finite"],
                        options=options, conversion=artifact.metadata)

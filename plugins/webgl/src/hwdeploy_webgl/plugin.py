@@ -8,6 +8,7 @@ from typing import Any
 
 from hwdeploy import Artifact, CliCommand, ConversionTarget, Device, hookimpl
 from hwdeploy.errors import ConversionError, OptionError
+from hwdeploy.sdk.options import CHECK_FINITE, Option, OptionSchema
 
 log = logging.getLogger("hwdeploy.webgl")
 
@@ -15,7 +16,38 @@ KIND = "webgl"
 BACKEND = "paddle.js-webgl"
 PRIORITY = -10  # a browser backend: never chosen by device="auto"
 PROBE_TTL = 24 * 3600.0
-CONVERT_OPTIONS = {"batch", "input_shape", "chunk_mb", "size_limit_mb"}
+BATCH = Option("batch", int, 1, "static batch of the converted model (a larger run() batch is split into runs)",
+               minimum=1, maximum=4096, nullable=False)
+INPUT_SHAPE = Option("input_shape", (list, tuple), None, "fixed input shape, for programs with dynamic axes")
+CONVERT_OPTIONS = OptionSchema("webgl conversion", [
+    BATCH, INPUT_SHAPE,
+    Option("chunk_mb", (int, float), 4, "size of each weight chunk file, MB", minimum=0.01, maximum=1024,
+           nullable=False),
+    Option("size_limit_mb", (int, float), None, "refuse a converted model larger than this, MB", minimum=0.001),
+])
+OPTIONS = OptionSchema("webgl backend", [
+    BATCH, INPUT_SHAPE,
+    Option("allow_software_renderer", bool, False, "run on SwiftShader/llvmpipe (a software rasteriser: the CPU)",
+           nullable=False),
+    Option("timeout", (int, float), 120.0, "seconds a browser call may take", minimum=0.001, maximum=86400,
+           nullable=False),
+    Option("chromium", str, None, "Chromium executable (default: $HWDEPLOY_CHROMIUM, then Debian's chromium)"),
+    Option("chromium_args", (list, tuple), None, "extra Chromium command-line flags (strings)"),
+    CHECK_FINITE,
+    Option("precision", str, "fp32", "fp32 only: half-float textures lose ~1e-3", choices=("fp32",),
+           nullable=False),
+])
+
+
+def check_input_shape(owner: str, input_shape: Any) -> None:
+    if input_shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                           for d in input_shape):
+        raise OptionError(f"{owner}: input_shape must be a list of positive ints, got {input_shape!r}")
+
+
+@hookimpl
+def hwdeploy_option_schemas() -> list[OptionSchema]:
+    return [OPTIONS, CONVERT_OPTIONS]
 
 
 def _device(available: bool, reason: str = "", name: str = "WebGL (Paddle.js in headless Chromium)",
@@ -87,25 +119,18 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
         return None
     from hwdeploy_webgl import assets, converter
 
-    unknown = set(options) - CONVERT_OPTIONS
-    if unknown:
-        raise OptionError(f"webgl conversion: unknown option(s) {sorted(unknown)}; known: {sorted(CONVERT_OPTIONS)}")
-    batch = options.get("batch", 1)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise OptionError(f"webgl conversion: batch must be a positive integer, got {batch!r}")
-    input_shape = options.get("input_shape")
-    if input_shape is not None and (not isinstance(input_shape, (list, tuple))
-                                    or not all(isinstance(d, int) and d > 0 for d in input_shape)):
-        raise OptionError(f"webgl conversion: input_shape must be a list of positive ints, got {input_shape!r}")
+    settings = CONVERT_OPTIONS.check(options)
+    batch, input_shape = settings["batch"], settings["input_shape"]
+    check_input_shape(CONVERT_OPTIONS.owner, input_shape)
     if model.format != "pir":
         raise ConversionError(f"{model.program.name}: the webgl converter reads Paddle 3 PIR programs (.json);"
                               " re-export the model with paddle.jit.save on Paddle 3")
     converted = converter.lower(model.program, model.params, batch=batch,
                                 input_shape=list(input_shape) if input_shape is not None else None)
-    chunk = int(float(options.get("chunk_mb", 4)) * 1024 * 1024)
+    chunk = int(float(settings["chunk_mb"]) * 1024 * 1024)
     written = converter.write(converted, output_dir, chunk_bytes=chunk)
     size = written["size"]
-    limit = options.get("size_limit_mb")
+    limit = settings["size_limit_mb"]
     if limit is not None and size["total_bytes"] > float(limit) * 1e6:
         raise ConversionError(f"{model.name}: the Paddle.js model is {size['total_bytes'] / 1e6:.2f} MB, over"
                               f" size_limit_mb={limit}")

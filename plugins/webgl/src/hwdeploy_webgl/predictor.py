@@ -18,33 +18,22 @@ from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact
 
 from hwdeploy_webgl import assets, browser
+from hwdeploy_webgl.plugin import OPTIONS, check_input_shape
 from hwdeploy_webgl.probe import SOFTWARE_RE
 
 log = logging.getLogger("hwdeploy.webgl")
 
 BACKEND = "paddle.js-webgl"
 TARGET = "webgl"
-OPTIONS = {"allow_software_renderer", "batch", "input_shape", "timeout", "chromium", "chromium_args",
-           "check_finite", "precision"}
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise OptionError(f"webgl backend: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    if options.get("precision", "fp32") != "fp32":
-        raise OptionError(f"webgl backend: precision {options['precision']!r} is not supported (fp32 only:"
-                          " half-float textures lose ~1e-3)")
-    batch = options.get("batch", 1)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise OptionError(f"webgl backend: batch must be a positive integer, got {batch!r}")
-    timeout = options.get("timeout", 120.0)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise OptionError(f"webgl backend: timeout must be a positive number of seconds, got {timeout!r}")
-    args = options.get("chromium_args") or []
-    if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
-        raise OptionError("webgl backend: chromium_args must be a list of strings")
-    return options
+    """Every option of :data:`hwdeploy_webgl.plugin.OPTIONS`, checked, with defaults."""
+    settings = OPTIONS.check(options)
+    check_input_shape(OPTIONS.owner, settings["input_shape"])
+    if not all(isinstance(a, str) for a in settings["chromium_args"] or []):
+        raise OptionError(f"{OPTIONS.owner}: chromium_args must be a list of strings")
+    return settings
 
 
 class WebGLPredictor(Predictor):
@@ -63,16 +52,17 @@ class WebGLPredictor(Predictor):
                  bundles: dict[str, bytes] | None = None):
         self.model = model
         self.device = device
-        self.options = validate_options(dict(options))
-        self.check_finite = bool(options.get("check_finite", True))
-        self.allow_software = bool(options.get("allow_software_renderer", False))
+        settings = validate_options(options)
+        self.options = dict(options)
+        self.check_finite = settings["check_finite"]
+        self.allow_software = settings["allow_software_renderer"]
         self._session = None
-        executable = browser.find_chromium(options.get("chromium"))
+        executable = browser.find_chromium(settings["chromium"])
         if not executable:
             raise BackendError("Chromium not found: apt-get install chromium (Debian), or set $HWDEPLOY_CHROMIUM"
                                " or the option chromium=PATH")
         self._executable = executable
-        self._args = browser.chromium_args(list(options.get("chromium_args") or []))
+        self._args = browser.chromium_args(list(settings["chromium_args"] or []))
         self._bundles = bundles or assets.load()
         if artifact is None:
             from hwdeploy_webgl.converter import CONVERTER_REVISION
@@ -94,7 +84,7 @@ class WebGLPredictor(Predictor):
         self.inputs = [TensorSpec(self._input["name"], tuple(in_shape), "float32")]
         self.outputs = [TensorSpec(self._output["name"], tuple(out_shape), "float32")]
         self._session = browser.Session(executable, self._args, self._bundles, self._files,
-                                        timeout=float(options.get("timeout", 120.0)))
+                                        timeout=float(settings["timeout"]))
         self._session_id = self._session.host.session_id
         try:
             self._info = self._session.load(browser.BASE_URL + "m/")

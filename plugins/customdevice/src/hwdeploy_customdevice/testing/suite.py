@@ -44,7 +44,9 @@ from hwdeploy_customdevice import simulated, smi
 from hwdeploy_customdevice.testing import kit
 
 #: The hooks a CustomDevice vendor plugin implements (through CustomDeviceVendor.hookimpls()).
-HOOKS = {"hwdeploy_discover_devices", "hwdeploy_create_predictor", "hwdeploy_utilization_sampler"}
+HOOKS = {"hwdeploy_discover_devices", "hwdeploy_create_predictor", "hwdeploy_utilization_sampler",
+         "hwdeploy_option_schemas"}
+
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,19 @@ class PluginSuite(_Suite):
         assert (plugin_vendor.device_type, plugin_vendor.visible_env, plugin_vendor.smi) == (
             vendor.kind, vendor.visible_env, vendor.smi)
         assert set(plugin_vendor.hookimpls()) == HOOKS
+
+    def test_every_option_refuses_every_wrong_value(self, vendor):
+        """The vendor's predictor hook checks each option against the schema ``hwdeploy options`` shows."""
+        from hwdeploy.sdk.testing import assert_refuses_wrong_options
+        from hwdeploy_customdevice.vendor import BACKEND
+
+        plugin_vendor = vendor.custom_device_vendor()
+        device = hwdeploy.Device(vendor.kind, 0, backend=BACKEND)
+        model = zoo.get("mlp").model
+        assert assert_refuses_wrong_options(plugin_vendor.options,
+                                            lambda o: plugin_vendor.create_predictor(model, device, o)) >= 20
+        declared = [s.owner for p, s in hwdeploy.option_schemas() if p == vendor.plugin]
+        assert declared == [f"{vendor.kind} backend"]
 
     def test_plugin_offers_no_conversion_target(self, vendor):
         """Paddle Inference runs the model as it is: nothing to convert (Lite's NNAdapter targets for such
