@@ -78,18 +78,20 @@ def render(data: dict) -> str:
                      f"{e['interleaved_min_ratio']:.3f}" if "interleaved_min_ratio" in e else "—",
                      f"{e['interleaved_overhead_us']:+.1f}" if "interleaved_overhead_us" in e else "—",
                      f"{e['validation_us']:.1f}" if "validation_us" in e else "—",
-                     f"{e['validation_ratio']:.3f}" if "validation_ratio" in e else "—"])
+                     f"{e['validation_ratio']:.3f}" if "validation_ratio" in e else "—",
+                     f"{e['guard_ratio']:.3f}" if "guard_ratio" in e else "—"])
     if rows:
         out += ["#### Wrapper overhead: hwdeploy vs raw `paddle.inference` (same config)", "",
                 "*ratio*: the two pytest-benchmark medians (measured one after the other); *interleaved*: both"
                 " called alternately in one loop (robust to load drift) — the figure to trust on a busy machine;"
                 " *by min*: the same pair's fastest calls. *input checks*: the only work `Predictor.run` adds to the"
                 " raw calls (`prepare_inputs`: dtype/shape/NaN checks), timed right after a Paddle call;"
-                " *1 + checks/raw* is the overhead it implies, free of the run-to-run noise of long calls.",
+                " *1 + checks/raw* is the overhead it implies, free of the run-to-run noise of long calls."
+                " *guard ratio*: `run()` with its shared-predictor guard over the same call without it, interleaved.",
                 ""]
         out += _table(["model", "batch", "raw ms", "hwdeploy ms", "ratio", "interleaved ratio",
                        "interleaved ratio by min", "overhead µs (interleaved medians)", "input checks µs",
-                       "1 + checks/raw"], rows)
+                       "1 + checks/raw", "guard ratio"], rows)
 
     cells: dict[tuple, dict[str, str]] = defaultdict(dict)
     for b in by_kind["backend"]:
@@ -182,14 +184,16 @@ def _serve_section(benches: list[dict]) -> list[str]:
         two, one = qps(model, "2 replicas, batching off", 32), qps(model, "1 replica, batching off", 32)
         batched = qps(model, "1 replica, batching 32/10ms", 32)
         inproc = points.get((model, "in-process predictor"), {}).get("1", {}).get("p50_ms")
-        served = points.get((model, "1 replica, batching off"), {}).get("1", {}).get("p50_ms")
+        taxes = []
+        for setup in ("1 replica, batching off", "1 replica, batching off, no request logs"):
+            served = points.get((model, setup), {}).get("1", {}).get("p50_ms")
+            taxes.append(f"{served - inproc:+.1f}" if served is not None and inproc is not None else "—")
         ratios.append([model, f"{two / one:.2f}x" if two and one else "—",
-                       f"{batched / one:.2f}x" if batched and one else "—",
-                       f"{served - inproc:+.1f}" if served is not None and inproc is not None else "—"])
+                       f"{batched / one:.2f}x" if batched and one else "—", *taxes])
     out += ["Goals (issue 17): two replicas >= 1.8x one replica's throughput; batching >= 2x at concurrency 32 on the"
             " transformer encoder; serving tax at concurrency 1 <= 2 ms p50.", ""]
     out += _table(["model", "2 replicas / 1 (c=32, batching off)", "batching on / off (c=32, 1 replica)",
-                   "serving tax p50 ms (c=1)"], ratios)
+                   "serving tax p50 ms (c=1)", "the same, request logs off"], ratios)
     return out
 
 

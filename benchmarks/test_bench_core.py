@@ -52,6 +52,10 @@ def test_overhead(benchmark, name, batch, impl):
         checks = _validation_in_situ(wrapped, inputs, raw_call, pair["raw"]["samples"])
         benchmark.extra_info.update(validation_us=checks * 1e6,
                                     validation_ratio=1 + checks / pair["raw"]["median_s"])
+        # The shared-predictor guard (a non-blocking lock around each run) against the same run without it.
+        guard = interleaved({"unguarded": lambda: wrapped._run(wrapped.prepare_inputs(inputs, {})),
+                             "guarded": hw_call})
+        benchmark.extra_info.update(guard_ratio=guard["guarded"]["median_s"] / guard["unguarded"]["median_s"])
     timed(benchmark, hw_call if impl == "hwdeploy" else raw_call)
 
 

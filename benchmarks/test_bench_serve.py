@@ -32,8 +32,9 @@ CONCURRENCY = (1, 8, 32)
 MODELS = {"transformer_encoder": ("tokens", "INT64", lambda: np.random.default_rng(0).integers(0, 1000, (1, 32))),
           "mobilenet_v2": ("x", "FP32", lambda: np.random.default_rng(0).standard_normal((1, 3, 224, 224))
                            .astype("float32"))}
-SETUPS = {"1 replica, batching off": (1, 1), "1 replica, batching 32/10ms": (1, 32),
-          "2 replicas, batching off": (2, 1), "2 replicas, batching 32/10ms": (2, 32)}
+SETUPS = {"1 replica, batching off": (1, 1, True), "1 replica, batching off, no request logs": (1, 1, False),
+          "1 replica, batching 32/10ms": (1, 32, True), "2 replicas, batching off": (2, 1, True),
+          "2 replicas, batching 32/10ms": (2, 32, True)}
 
 
 def _summary(times: list[float], wall: float) -> dict[str, float]:
@@ -105,9 +106,10 @@ def test_in_process_predictor(benchmark, model):
 @pytest.mark.parametrize("setup", list(SETUPS))
 @pytest.mark.parametrize("model", list(MODELS))
 def test_ray_serve(benchmark, server, model, setup):
-    replicas, batch = SETUPS[setup]
+    replicas, batch, request_logs = SETUPS[setup]
     serve.run(build_app(f"zoo:{model}", "cpu", name=model, options={"threads": 1}, replicas=replicas,
-                        max_batch_size=batch, batch_wait_ms=10), name="bench", route_prefix="/")
+                        max_batch_size=batch, batch_wait_ms=10, request_logs=request_logs),
+              name="bench", route_prefix="/")
     try:
         points = {str(c): load(server, model, c) for c in CONCURRENCY}
         name, datatype, make = MODELS[model]

@@ -232,7 +232,10 @@ def test_mandatory_pass_rate_per_device_and_trend_over_plugin_versions(lab, tmp_
     assert (cpu["passed"], cpu["total"], cpu["pass_rate"]) == (n, 2 * n, 0.5)
     assert row(board, "lab-a / cpu:0")["verdict"] == "incomplete"
     assert row(board, "lab-a / labnpu:0")["verdict"] == "conformant"
-    assert row(board, "lab-b / labnpu:0")["verdict"] == "not conformant"  # an expected failure is not conformance
+    assert row(board, "lab-b / labnpu:0")["verdict"] == "not_conformant"  # an expected failure is not conformance
+    # The scoreboard spells verdicts as the reports do, and says whether a report's own verdict agrees.
+    assert all(r["verdict"] in ("conformant", "not_conformant", "incomplete") for r in board["rows"])
+    assert all(r["verdict_agrees"] == (r["verdict"] == r["report_verdict"]) for r in board["rows"])
     assert row(board, "lab-a / labnpu:0")["plugin_version"] == "1.1"
     xfail = row(board, "lab-b / labnpu:0")["mandatory"]
     assert (xfail["passed"], xfail["total"]) == (n - 1, n)  # an expected failure is not a pass

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 from hwdeploy_conformance import checks as C
 from hwdeploy_conformance import provenance as P
+from hwdeploy_conformance.verdict import CONFORMANT, INCOMPLETE, NOT_CONFORMANT
 
 SCHEMA = "hwdeploy-conformance-scoreboard"
 SCHEMA_VERSION = 1
@@ -266,7 +267,7 @@ class Merge:
             entry = latest[key]
             rows.append({k: entry[k] for k in ("row", "machine", "device", "plugin", "plugin_version", "report",
                                                "created", "age_days", "stale", "environment_id", "mandatory",
-                                               "verdict", "report_verdict", "cells")})
+                                               "verdict", "report_verdict", "verdict_agrees", "cells")})
         board = {
             "schema": SCHEMA, "version": SCHEMA_VERSION, "title": self.title,
             "generated": now.strftime("%Y-%m-%dT%H:%M:%S%z"), "stale_days": self.stale_days,
@@ -315,11 +316,11 @@ class Merge:
         # The row's verdict follows the cells (the verdict rules of the README); the report's own is kept.
         states = {c["state"] for c in cells.values()}
         if states & {FAIL, CRASHED, HUNG, XFAIL}:
-            verdict = "not conformant"
+            verdict = NOT_CONFORMANT
         elif states - {PASS}:  # incomplete or skipped cases: no verdict for the run as asked
-            verdict = "incomplete"
+            verdict = INCOMPLETE
         else:
-            verdict = "conformant"
+            verdict = CONFORMANT
         return {
             "index": index, "report": index, "path": str(path), "row": f"{machine} / {device}", "machine": machine,
             "device": device, "plugin": report["plugin"].get("name"), "plugin_version": report["plugin"].get("version"),
@@ -328,8 +329,9 @@ class Merge:
             "environment_id": env.get("id"), "scope": report["scope"], "verdict": verdict,
             "mandatory": {"total": total, "passed": passed, "pass_rate": passed / total if total else None,
                           "report_summary": summary.get("mandatory")},
-            "report_verdict": summary.get("verdict") or ("conformant" if summary.get("conformant") else
-                                                         "not conformant"),
+            # The report's own verdict (hwdeploy_conformance.verdict spells it), and whether the cells agree.
+            "report_verdict": summary.get("verdict") or (CONFORMANT if summary.get("conformant") else NOT_CONFORMANT),
+            "verdict_agrees": verdict == (summary.get("verdict") or verdict),
             "cells": cells,
         }
 
@@ -595,7 +597,7 @@ def render_html(board: dict[str, Any]) -> str:
         stale = (f"<span class='badge stale' title='report is {row['age_days']:g} days old'>stale"
                  f" {row['age_days']:.0f}d</span>") if row["stale"] else ""
         out.append(f"<tr data-row='{_e(row['row'])}' data-stale='{str(row['stale']).lower()}'>"
-                   f"<th>{_e(row['row'])}{stale}<br><span class='muted'>{_e(row['verdict'])}</span></th>"
+                   f"<th>{_e(row['row'])}{stale}<br><span class='muted'>{_e(row['verdict'].replace('_', ' '))}</span></th>"
                    f"<td>{_e(row['plugin'])} {_e(row['plugin_version'])}</td>"
                    f"<td class='rate-cell' data-pass-rate='{rate_attr}'>"
                    f"<span class='rate'><span style='width:{width}%'></span></span>{_pct(m['pass_rate'])}"

@@ -39,7 +39,7 @@ def serve_main(args: argparse.Namespace) -> int:
     options = parse_option_pairs(args.option)
     app = build_app(args.model, args.device, name=args.name, backend=args.backend, fallback=args.fallback,
                     options=options, replicas=args.replicas, max_batch_size=args.max_batch_size,
-                    batch_wait_ms=args.batch_wait_ms)
+                    batch_wait_ms=args.batch_wait_ms, request_logs=not args.no_request_logs)
     if args.address:
         ray.init(address=args.address, logging_level="WARNING")
     else:

@@ -317,7 +317,8 @@ def build_app(model: Any, device: str = "cpu", *, name: str | None = None, backe
               fallback: str = "error", options: dict[str, Any] | None = None, replicas: int = 1,
               max_batch_size: int = 32, batch_wait_ms: float = 10, max_batch_rows: int | None = None,
               max_request_bytes: int = 64 << 20, health_check_period_s: float = 10,
-              deployment_name: str = "hwdeploy", ray_actor_options: dict[str, Any] | None = None):
+              deployment_name: str = "hwdeploy", ray_actor_options: dict[str, Any] | None = None,
+              request_logs: bool = True):
     """A Ray Serve application serving ``model`` on ``device``, one predictor per replica.
 
     - ``device``/``backend``/``fallback``/``options``: what :func:`hwdeploy.predictor` gets in each replica
@@ -326,6 +327,9 @@ def build_app(model: Any, device: str = "cpu", *, name: str | None = None, backe
     - ``max_batch_size``/``batch_wait_ms``: ``@serve.batch`` settings (1 turns batching off);
       ``max_batch_rows``: most rows per run (default: the model's batch range, when the zoo gives one).
     - ``max_request_bytes``: larger requests are refused with HTTP 400.
+    - ``request_logs=False``: no per-request log lines (Serve's access log, hwdeploy's ``infer`` line; warnings
+      and errors stay): each line is written by the replica and shipped by Ray's log monitor, on the cores that
+      run the model (``benchmarks/test_bench_serve.py`` measures the difference).
 
     Run it with ``serve.run(app, route_prefix="/")``. A model given as a path or ``zoo:NAME`` is opened
     by each replica (on a cluster, the path must exist on every node).
@@ -352,5 +356,6 @@ def build_app(model: Any, device: str = "cpu", *, name: str | None = None, backe
     deployment = serve.deployment(ModelServer, name=deployment_name).options(
         num_replicas=replicas, ray_actor_options=actor_options,
         max_ongoing_requests=max(2 * max_batch_size, 16), health_check_period_s=health_check_period_s,
-        health_check_timeout_s=max(30.0, health_check_period_s))
+        health_check_timeout_s=max(30.0, health_check_period_s),
+        **({} if request_logs else {"logging_config": {"log_level": "WARNING", "enable_access_log": False}}))
     return deployment.bind(config)

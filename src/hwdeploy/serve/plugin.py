@@ -26,6 +26,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, default=1, help="number of replicas")
     p.add_argument("--max-batch-size", type=int, default=32, help="most requests per batch (1: no batching)")
     p.add_argument("--batch-wait-ms", type=float, default=10, help="how long a batch waits to fill")
+    p.add_argument("--no-request-logs", action="store_true",
+                   help="no log line per request (warnings and errors stay): less CPU next to the model")
     p.add_argument("--host", default="127.0.0.1", help="HTTP address (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port")
     p.add_argument("--address", default=None,
