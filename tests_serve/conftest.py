@@ -2,8 +2,9 @@
 
 Ray replaces a loopback node address by the machine's address unless it runs single-machine
 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``): set before Ray is imported, inherited by every Ray process.
-The fixture plugin ``fallsim`` (a device whose receipt shows CPU fallback) is installed through a real
-entry point and put on PYTHONPATH before Ray starts, so every replica sees it.
+The fixture plugins ``fallsim`` (a device whose receipt shows CPU fallback) and ``degradesim`` (one that falls
+back after warm-up) are installed through real entry points and put on PYTHONPATH before Ray starts, so every
+replica sees them.
 """
 
 import os
@@ -62,6 +63,51 @@ def hwdeploy_create_predictor(model, device, options):
 '''
 
 
+DEGRADESIM = '''
+from hwdeploy import Device, hookimpl, Predictor
+from hwdeploy.sdk import paddle_inference as pi
+
+KIND = "degradesim"
+HEALTHY_RUNS = 3  # the warm-up and a couple of requests run on the device; then the runtime falls back
+
+
+class DegradingPredictor(Predictor):
+    """Paddle Inference whose receipt shows the device for a few runs, then the host CPU: a runtime that
+    falls back after warm-up, which only the periodic health check can catch."""
+
+    def __init__(self, model, device, options):
+        self.runs = 0
+        config = pi.make_config(model, threads=1)
+        self.inner = pi.PaddleInferencePredictor(
+            model, device, config, backend="degradesim-runtime", options=options,
+            actual_device=lambda c: device.id if self.runs <= HEALTHY_RUNS else "cpu:0")
+        self.model, self.device = model, device
+        self.inputs, self.outputs = self.inner.inputs, self.inner.outputs
+
+    def _run(self, inputs):
+        self.runs += 1
+        return self.inner._run(inputs)
+
+    def _receipt(self):
+        return self.inner._receipt()
+
+    def _clone(self):
+        raise NotImplementedError("one replica, one predictor")
+
+
+@hookimpl
+def hwdeploy_discover_devices():
+    return [Device(KIND, 0, name="fixture accelerator that falls back after warm-up", backend="degradesim-runtime",
+                   priority=-20)]
+
+
+@hookimpl
+def hwdeploy_create_predictor(model, device, options):
+    if device.kind == KIND:
+        return DegradingPredictor(model, device, options)
+'''
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,8 +117,9 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     site = install_plugin(tmp_path_factory.mktemp("plugins"), "fallsim", FALLSIM)
+    install_plugin(site, "degradesim", DEGRADESIM)
     with plugins_on_path(site):
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", resources={"fallsim": 2},
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", resources={"fallsim": 2, "degradesim": 2},
                  logging_level="WARNING", _system_config={"metrics_report_interval_ms": 1000})
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

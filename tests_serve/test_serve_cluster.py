@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import urllib.request
 
 import numpy as np
@@ -104,3 +105,35 @@ def test_ray_data_map_batches_scores_a_dataset(ray_session):
     expected = hwdeploy.predictor("zoo:mlp", device="cpu", threads=1).run(x)[0]
     assert rel_l2(got, expected) < 1e-5
     assert {r["hwdeploy_device"] for r in rows} == {"cpu:0"}
+
+
+def test_a_replica_whose_runtime_falls_back_after_warm_up_is_replaced(ray_session):
+    """Readiness saw the device; later runs fall back to the CPU. The periodic health check reads the receipt
+    again, fails the replica (fallback="error"), and Ray replaces it with a fresh one."""
+    from ray import serve
+
+    deploy(build_app("zoo:mlp", "degradesim", name="degrading", fallback="error", max_batch_size=1,
+                     health_check_period_s=1, ray_actor_options={"num_cpus": 0.25}, deployment_name="degrading"),
+           "degrading", "/degrading")
+    try:
+        status, first = get(ray_session, "/degrading/v2/models/degrading/receipt")
+        assert status == 200 and first["receipt"]["actual"] == "degradesim:0", first["receipt"]
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.1] * 64}]})
+        for _ in range(6):  # past the runs the fixture keeps on the device
+            req = urllib.request.Request(f"http://{ray_session['url']}/degrading/v2/models/degrading/infer",
+                                         data=body.encode(), method="POST")
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                assert resp.status == 200
+        deadline, now = time.monotonic() + 90, first
+        while time.monotonic() < deadline:
+            try:
+                status, now = get(ray_session, "/degrading/v2/models/degrading/receipt")
+            except OSError:  # 503 while the only replica is being replaced
+                status = None
+            if status == 200 and now["placement"]["pid"] != first["placement"]["pid"]:
+                break
+            time.sleep(1)
+        assert now["placement"]["pid"] != first["placement"]["pid"], "the replica that fell back was not replaced"
+        assert now["receipt"]["actual"] == "degradesim:0" and not now["receipt"]["fallback_reasons"]
+    finally:
+        serve.delete("degrading")

@@ -582,7 +582,7 @@ def _broken_command(plugin: str, name: str, exc: Exception):
 def main(argv: list[str] | None = None) -> int:
     from hwdeploy.errors import HwdeployError
 
-    parser, _ = build_parser()
+    parser, plugin_commands = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
@@ -590,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        with _stdout_to_stderr() if getattr(args, "json", False) else contextlib.nullcontext():
+        # A plugin's command writes its own --json output to stdout: only built-in commands print through
+        # _print_json, so only they get native output moved off stdout.
+        pure_json = getattr(args, "json", False) and args.command not in plugin_commands
+        with _stdout_to_stderr() if pure_json else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except HwdeployError as exc:
         _error(f"{type(exc).__name__}: {exc}")

@@ -53,7 +53,8 @@ class Option:
             raise OptionError(f"{owner}: option {self.name!r} must be {wanted}, got {value!r}"
                               f" ({type(value).__name__})")
         if self.choices is not None and value not in self.choices:
-            raise OptionError(f"{owner}: option {self.name!r} must be one of {list(self.choices)}, got {value!r}")
+            raise OptionError(f"{owner}: option {self.name!r} must be one of {list(self.choices)}, got {value!r}"
+                              f" ({self.description})")
         if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
             raise OptionError(f"{owner}: option {self.name!r} must be in [{self.minimum}, {self.maximum}],"
                               f" got {value!r}")

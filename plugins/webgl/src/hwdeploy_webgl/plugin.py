@@ -21,7 +21,7 @@ BATCH = Option("batch", int, 1, "static batch of the converted model (a larger r
 INPUT_SHAPE = Option("input_shape", (list, tuple), None, "fixed input shape, for programs with dynamic axes")
 CONVERT_OPTIONS = OptionSchema("webgl conversion", [
     BATCH, INPUT_SHAPE,
-    Option("chunk_mb", (int, float), 4, "size of each weight chunk file, MB", minimum=0.01, maximum=1024,
+    Option("chunk_mb", (int, float), 4, "size of each weight chunk file, MB", minimum=0.0001, maximum=1024,
            nullable=False),
     Option("size_limit_mb", (int, float), None, "refuse a converted model larger than this, MB", minimum=0.001),
 ])
