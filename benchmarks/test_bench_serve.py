@@ -58,17 +58,23 @@ def server():
         ray.shutdown()
 
 
-def load(url: str, model: str, concurrency: int) -> dict[str, float]:
-    """``concurrency`` threads, each with its own client (a tritonclient HTTP client is not shared across threads)."""
+def infer_input(model: str):
+    """The model's batch-1 input as a tritonclient request tensor."""
     name, datatype, make = MODELS[model]
     x = make()
+    request = httpclient.InferInput(name, list(x.shape), datatype)
+    request.set_data_from_numpy(x)
+    return request
+
+
+def load(url: str, model: str, concurrency: int) -> dict[str, float]:
+    """``concurrency`` threads, each with its own client (a tritonclient HTTP client is not shared across threads)."""
     barrier, end = threading.Barrier(concurrency + 1), [float("inf")]
 
     def worker() -> list[float]:
         out = []
+        request = infer_input(model)
         with httpclient.InferenceServerClient(url, network_timeout=120) as client:
-            request = httpclient.InferInput(name, list(x.shape), datatype)
-            request.set_data_from_numpy(x)
             client.infer(model, [request])  # connection and replica warm
             barrier.wait(timeout=120)
             while time.perf_counter() < end[0] and len(out) < 5000:
@@ -112,11 +118,8 @@ def test_ray_serve(benchmark, server, model, setup):
               name="bench", route_prefix="/")
     try:
         points = {str(c): load(server, model, c) for c in CONCURRENCY}
-        name, datatype, make = MODELS[model]
-        x = make()
         with httpclient.InferenceServerClient(server, network_timeout=120) as client:
-            request = httpclient.InferInput(name, list(x.shape), datatype)
-            request.set_data_from_numpy(x)
+            request = infer_input(model)
             benchmark.group = f"serve {model}"
             benchmark.extra_info.update(kind="serve", model=model, setup=setup, points=points)
             benchmark.pedantic(client.infer, args=(model, [request]), rounds=20, iterations=1, warmup_rounds=2)

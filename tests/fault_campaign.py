@@ -425,7 +425,8 @@ def cache_case(template: Path, target: str, damage: str, seed: int, answers: dic
         from hwdeploy.sdk import cache, isolation, safety_net
 
         # A new process's view of the disk: nothing verified, loaded or remembered yet.
-        cache._verified.clear(), zoo._loaded.clear(), safety_net._verdicts.clear(), isolation._memory_cache.clear()
+        for memo in (cache._verified, zoo._loaded, safety_net._verdicts, isolation._memory_cache):
+            memo.clear()
         rng = random.Random(seed)
         files = _cache_files(case_root, target)
         victim = files[rng.randrange(len(files))]
@@ -544,7 +545,8 @@ def cli_case(argv: list[str], workdir: Path) -> Callable[[], dict]:
     def run() -> dict:
         out_path, err_path = workdir / f"cli-{os.getpid()}.out", workdir / f"cli-{os.getpid()}.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
             sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
             from hwdeploy import cli
 
@@ -552,7 +554,8 @@ def cli_case(argv: list[str], workdir: Path) -> Callable[[], dict]:
                 code = cli.main(argv)
             except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
                 code = exc.code if isinstance(exc.code, int) else 2
-            sys.stdout.flush(), sys.stderr.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
         stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
         if code not in (0, 1, 2):
             return {"outcome": "wrong", "message": f"undocumented exit code {code}: {stderr[-300:]}"}

@@ -121,6 +121,19 @@ def test_run_help_and_hwdeploy_options_come_from_the_schemas(capfd):
     assert rows[0]["options"] == CPU_OPTIONS.describe()
 
 
+def test_only_help_asks_the_plugins_for_their_schemas(monkeypatch):
+    """Every command line builds the parser: the run epilog is computed when help is shown, not before."""
+    from hwdeploy import cli
+
+    calls = []
+    monkeypatch.setattr(hwdeploy, "option_schemas", lambda: calls.append(1) or [])
+    cli.build_parser()
+    assert calls == []
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert calls == [1]
+
+
 def test_run_passes_options_to_the_backend_and_refuses_a_wrong_one_before_running(capfd):
     from hwdeploy import cli
 

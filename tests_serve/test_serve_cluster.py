@@ -1,7 +1,6 @@
 """Loopback only, health from the receipt (fallback allowed vs refused), custom resources, Ray Data."""
 
 import json
-import os
 import time
 import urllib.request
 

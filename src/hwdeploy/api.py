@@ -11,7 +11,7 @@ from hwdeploy.contract.model import ModelLike, load_model
 from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.records import Artifact, ConversionTarget, Device, DeviceSpec
 from hwdeploy.errors import (BackendError, ConversionError, DeviceNotFoundError, FallbackError, HwdeployError,
-                             OptionError, PluginError)
+                             PluginError)
 from hwdeploy.sdk.cache import build_once, cache_dir, cache_key
 from hwdeploy.sdk.options import Option, OptionSchema
 from hwdeploy.selection import FALLBACK_POLICIES, create_on, hwdeploy_version, select_devices

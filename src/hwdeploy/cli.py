@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -165,6 +165,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     hwdeploy.devices(refresh=True)
     manager = get_plugin_manager()
     manager.conversion_targets()
+    manager.option_schemas()
     statuses = [s.to_dict() for s in manager.statuses.values()]
     if args.json:
         _print_json(statuses)
@@ -488,11 +489,25 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Defaults in every option's help, and an epilog printed as written."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose epilog may be computed when help is shown (``epilog_from``), so that every
+    command line does not ask every plugin for its option schemas just in case ``--help`` follows."""
+
+    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self.epilog_from is not None:
+            self.epilog = self.epilog_from()
+        return super().format_help()
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     from hwdeploy.api import hwdeploy_version
 
-    parser = argparse.ArgumentParser(prog="hwdeploy", description="Run Paddle models on whatever accelerator this machine has.")
+    parser = _Parser(prog="hwdeploy", description="Run Paddle models on whatever accelerator this machine has.")
     parser.add_argument("--version", action="version", version=f"hwdeploy {hwdeploy_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -509,7 +524,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("run", help="run a model (default: every zoo model) and show where it really ran",
-                       formatter_class=_HelpFormatter, epilog=_run_epilog())
+                       formatter_class=_HelpFormatter, epilog_from=_run_epilog)
     p.add_argument("model", nargs="?", help="model directory, prefix or file, or zoo:NAME (default: the whole zoo)")
     p.add_argument("--device", default="auto",
                    help="auto (best available), auto:fastest, a kind (cpu, gpu, npu...) or KIND:INDEX (gpu:1)")

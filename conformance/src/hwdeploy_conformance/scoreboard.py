@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from hwdeploy_conformance import checks as C
 from hwdeploy_conformance import provenance as P
-from hwdeploy_conformance.verdict import CONFORMANT, INCOMPLETE, NOT_CONFORMANT
+from hwdeploy_conformance import verdict as V
 
 SCHEMA = "hwdeploy-conformance-scoreboard"
 SCHEMA_VERSION = 1
@@ -316,11 +316,11 @@ class Merge:
         # The row's verdict follows the cells (the verdict rules of the README); the report's own is kept.
         states = {c["state"] for c in cells.values()}
         if states & {FAIL, CRASHED, HUNG, XFAIL}:
-            verdict = NOT_CONFORMANT
+            verdict = V.NOT_CONFORMANT
         elif states - {PASS}:  # incomplete or skipped cases: no verdict for the run as asked
-            verdict = INCOMPLETE
+            verdict = V.INCOMPLETE
         else:
-            verdict = CONFORMANT
+            verdict = V.CONFORMANT
         return {
             "index": index, "report": index, "path": str(path), "row": f"{machine} / {device}", "machine": machine,
             "device": device, "plugin": report["plugin"].get("name"), "plugin_version": report["plugin"].get("version"),
@@ -330,7 +330,7 @@ class Merge:
             "mandatory": {"total": total, "passed": passed, "pass_rate": passed / total if total else None,
                           "report_summary": summary.get("mandatory")},
             # The report's own verdict (hwdeploy_conformance.verdict spells it), and whether the cells agree.
-            "report_verdict": summary.get("verdict") or (CONFORMANT if summary.get("conformant") else NOT_CONFORMANT),
+            "report_verdict": summary.get("verdict") or (V.CONFORMANT if summary.get("conformant") else V.NOT_CONFORMANT),
             "verdict_agrees": verdict == (summary.get("verdict") or verdict),
             "cells": cells,
         }

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import hwdeploy
+from hwdeploy.api import PREDICTOR_OPTIONS
 from hwdeploy.errors import HwdeployError, OptionError
 import hwdeploy.serve.batching as batching
 import hwdeploy.serve.protocol as protocol
@@ -334,8 +335,7 @@ def build_app(model: Any, device: str = "cpu", *, name: str | None = None, backe
     Run it with ``serve.run(app, route_prefix="/")``. A model given as a path or ``zoo:NAME`` is opened
     by each replica (on a cluster, the path must exist on every node).
     """
-    if fallback not in ("error", "warn", "allow"):
-        raise OptionError(f"fallback must be error, warn or allow, got {fallback!r}")
+    PREDICTOR_OPTIONS.check({"fallback": fallback, "backend": backend})  # what every replica's predictor() checks
     if not isinstance(replicas, int) or replicas < 1:
         raise OptionError(f"replicas must be a positive integer, got {replicas!r}")
     if not isinstance(max_batch_size, int) or max_batch_size < 1:

@@ -36,6 +36,7 @@ BACKEND = "paddle-lite"
 KINDS = {"arm": "arm", "cpu": "x86"}
 PRIORITY = {"arm": 10, "cpu": -1}
 ENGINES = ("auto", "paddle-lite", "paddle-inference")
+#: MobileConfig power modes (ARM big.LITTLE scheduling; the x86 runtime has no such setting).
 POWER_MODES = ("high", "low", "full", "no_bind", "rand_high", "rand_low")
 OPTIONS = OptionSchema("paddle-lite backend", [
     dataclasses.replace(THREADS, default=1, nullable=False, description="Lite math threads"),

@@ -19,7 +19,6 @@ from hwdeploy_arm import nb as nbfile
 from hwdeploy_arm.worker import DEFAULT_TIMEOUT, LiteWorker
 
 BACKEND = "paddle-lite"
-#: MobileConfig power modes (ARM big.LITTLE scheduling; the x86 runtime has no such setting).
 #: Lite kernel target -> the hwdeploy device kind that runs it (x86 Lite is one of the cpu backends).
 _HOST_KINDS = {"x86": "cpu", "arm": "arm"}
 

@@ -212,11 +212,11 @@ def quantize(model, options: dict[str, Any], output_dir: Path):
     fp32 = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
     specs = input_specs(model, fp32.path())
     names = [s[0] for s in specs]
-    arrays = resolve_calibration(model, str(options["calibration"]), specs)
+    arrays = resolve_calibration(model, settings["calibration"], specs)
     sha = calibration_sha256(names, arrays)
-    if sha != options["calibration_sha256"]:
-        raise OptionError(f"onnx-int8 conversion: calibration data {options['calibration']} has sha256 {sha},"
-                          f" not the calibration_sha256 given ({options['calibration_sha256']})")
+    if sha != settings["calibration_sha256"]:
+        raise OptionError(f"onnx-int8 conversion: calibration data {settings['calibration']} has sha256 {sha},"
+                          f" not the calibration_sha256 given ({settings['calibration_sha256']})")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

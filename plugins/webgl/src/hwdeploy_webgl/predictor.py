@@ -18,13 +18,10 @@ from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact
 
 from hwdeploy_webgl import assets, browser
-from hwdeploy_webgl.plugin import OPTIONS, check_input_shape
+from hwdeploy_webgl.plugin import BACKEND, KIND as TARGET, OPTIONS, check_input_shape
 from hwdeploy_webgl.probe import SOFTWARE_RE
 
 log = logging.getLogger("hwdeploy.webgl")
-
-BACKEND = "paddle.js-webgl"
-TARGET = "webgl"
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:

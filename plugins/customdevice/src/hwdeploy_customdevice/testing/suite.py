@@ -48,7 +48,6 @@ HOOKS = {"hwdeploy_discover_devices", "hwdeploy_create_predictor", "hwdeploy_uti
          "hwdeploy_option_schemas"}
 
 
-
 @dataclass(frozen=True)
 class VendorUnderTest:
     """What the tests expect of one vendor plugin, written out by its tests (not read from the plugin)."""
