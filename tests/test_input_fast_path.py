@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hwdeploy.errors import InputError
 from hwdeploy.contract.model import TensorSpec
-from hwdeploy.contract.predictor import Predictor, _FastCheck, check_input
+from hwdeploy.contract.predictor import Predictor, _fast_check, check_input
 
 
 class Echo(Predictor):
@@ -67,7 +67,7 @@ def outcome(fn):
 def test_fast_path_accepts_only_what_the_full_check_returns_unchanged(case, check_finite):
     spec, array = case
     budget = 1 << 30
-    if _FastCheck(spec).accepts(array, check_finite, budget):
+    if _fast_check(spec)(array, check_finite, budget):
         assert check_input(spec, array, check_finite, budget) is array
 
 
@@ -98,3 +98,32 @@ def test_a_dict_argument_still_means_inputs_by_name():
     assert Echo([spec]).prepare_inputs(({"x": x},), {})[0] is x
     with pytest.raises(InputError, match="missing"):
         Echo([spec]).prepare_inputs(({"y": x},), {})
+
+
+def test_a_budget_set_after_the_first_run_applies_to_the_next_one():
+    spec = TensorSpec("x", (-1, 4), "float32")
+    x = np.ones((8, 4), np.float32)
+    p = Echo([spec])
+    assert p.run(x)[0] is x  # the fast path is planned here, with the default budget
+    p.max_input_bytes = x.nbytes - 1
+    with pytest.raises(InputError, match="exceeds the input budget"):
+        p.run(x)
+    p.max_input_bytes = None
+    assert p.run(x)[0] is x
+
+
+def test_specs_replaced_after_the_first_run_are_the_ones_checked():
+    p = Echo([TensorSpec("x", (-1, 4), "float32")])
+    x = np.ones((2, 4), np.float32)
+    assert p.run(x)[0] is x
+    p.inputs = [TensorSpec("x", (-1, 5), "float32")]
+    with pytest.raises(InputError, match="axis 1: 4 != 5"):
+        p.run(x)
+    y = np.ones((2, 5), np.float32)
+    assert p.run(y)[0] is y and p._input_plan.specs is p.inputs  # planned again for the new specs
+
+
+def test_a_sum_of_squares_that_overflows_is_still_accepted_by_the_exact_check():
+    x = np.full((1, 4), 3e38, np.float32)  # finite, but its sum of squares is not
+    assert np.isinf(np.vdot(x, x))
+    assert Echo([TensorSpec("x", (-1, 4), "float32")]).run(x)[0] is x
