@@ -153,6 +153,9 @@ def render(data: dict) -> str:
         out += [f"#### Throughput: {model}, batch 1, N threads x cloned predictors (1 math thread each)", ""]
         out += _table(["backend", "threads x clones", "inferences/s"], rows)
 
+    out += _precision_section(sorted(by_kind["precision"], key=lambda b: (_order(b["extra_info"]["model"], zoo_order),
+                                                                          b["extra_info"]["batch"])))
+    out += _fastest_precision_section(by_kind["fastest-precision"])
     out += _serve_section(by_kind["serve"])
 
     rows = [[b.get("group") or "", b["name"], _ms(b["stats"]["median"]), b["stats"]["rounds"]]
@@ -161,6 +164,47 @@ def render(data: dict) -> str:
         out += ["#### Other benchmarks", ""]
         out += _table(["group", "benchmark", "median ms", "rounds"], rows)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _precision_section(benches: list[dict]) -> list[str]:
+    """fp32 / bf16 / int8 per model, batch and backend, from ``kind="precision"`` points (one interleaved run each)."""
+    rows = []
+    for b in benches:
+        e = b["extra_info"]
+        label = f"{e['model']} ({'trained' if e['trained'] else 'random weights'})"
+        reference = e["reference_accuracy"].get("accuracy")
+        for key, v in e["variants"].items():
+            accuracy = ("—" if reference is None or "accuracy" not in v
+                        else f"{reference:.2%} → {v['accuracy']:.2%}")
+            agreement = f"{v['top1_agreement']:.1%}" + ("" if e["trained"] or key.endswith("fp32") else " (not judgeable)")
+            rows.append([label, e["batch"], key, f"{v['ms']:.3f}" if v["ms"] < 1 else f"{v['ms']:.2f}",
+                         f"{v['speedup_vs_fastest_fp32']:.2f}x" + (" (fastest fp32)" if key == e["fastest_fp32"] else ""),
+                         accuracy, agreement, f"{v['rel_l2']:.3g}"])
+    if not rows:
+        return []
+    out = ["#### Lower precision: every (backend, precision) of a model timed side by side in one interleaved run", ""]
+    out += _table(["model", "batch", "backend precision", "median ms", "speed-up vs fastest fp32",
+                   "accuracy Paddle fp32 → this (test split)", "top-1 agreement", "rel. L2 vs Paddle fp32"], rows)
+    missing = sorted({f"{key}: {why}" for b in benches for key, why in b["extra_info"].get("unavailable", {}).items()})
+    return out + ([f"Unavailable: {'; '.join(missing)}.", ""] if missing else [])
+
+
+def _fastest_precision_section(benches: list[dict]) -> list[str]:
+    """What auto:fastest chose within accuracy="int8", from ``kind="fastest-precision"`` points."""
+    rows = []
+    for b in benches:
+        e = b["extra_info"]
+        measured = sorted((r for r in e["candidates"] if r.get("median_ms") is not None), key=lambda r: r["median_ms"])
+        refused = [f"{r['backend']} {r['precision']}" for r in e["candidates"]
+                   if r.get("parity") is False and "accuracy budget" in (r.get("error") or "")]
+        rows.append([e["model"], e["batch"], f"{e['chosen']['backend']} {e['chosen']['precision']}",
+                     ", ".join(f"{r['backend']} {r['precision']} {r['median_ms']:.3f}" for r in measured),
+                     ", ".join(refused) or "none"])
+    if not rows:
+        return []
+    out = ['#### `auto:fastest` with `accuracy="int8"` on the trained models', ""]
+    return out + _table(["model", "batch", "chosen", "candidates within the budget (median ms)",
+                         "refused by the accuracy budget"], rows)
 
 
 def _serve_section(benches: list[dict]) -> list[str]:

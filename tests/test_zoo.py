@@ -274,9 +274,10 @@ def test_failed_build_raises_and_publishes_nothing(fresh_cache, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- trained models
 
-def test_trained_digits_cnn_records_its_splits_and_accuracy():
-    z = zoo.get("digits_cnn")
-    assert z.trained and z.entry.task == "classification" and "digits_cnn" in zoo.TRAINED
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_a_trained_model_records_its_splits_and_accuracy(name):
+    z = zoo.get(name)
+    assert z.trained and z.entry.task == "classification" and name in zoo.TRAINED
     training = z.build_info["training"]
     assert training["fp32_test_accuracy"] == z.test_accuracy >= 0.90
     x_test, y_test = z.test_split()
@@ -292,8 +293,9 @@ def test_trained_digits_cnn_records_its_splits_and_accuracy():
         zoo.get("mlp").test_split()
 
 
-def test_digits_cnn_accuracy_is_reproduced_by_the_predictor():
-    z = zoo.get("digits_cnn")
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_a_trained_model_s_accuracy_is_reproduced_by_the_predictor(name):
+    z = zoo.get(name)
     x_test, y_test = z.test_split()
     predictor = hwdeploy.predictor(z.model, device="cpu", threads=1)
     try:

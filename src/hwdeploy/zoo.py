@@ -123,7 +123,7 @@ def _image(size: int) -> ZooInput:
 VOCAB = 1000
 MAX_SEQ_LEN = 128
 #: Trained zoo models: their weights come from training on a bundled dataset, not from a random init.
-TRAINED = ("digits_cnn",)
+TRAINED = ("digits_cnn", "digits_resnet")
 DIGITS_SIZE = 32
 #: Seeds of the digits split (test / calibration / train) and of training (init, shuffling).
 DIGITS_SPLIT_SEED = 16
@@ -150,6 +150,10 @@ _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("digits_cnn", "MobileNet-like digit classifier TRAINED at build time on scikit-learn's bundled 8x8"
              " digits upsampled to 32x32 (inverted residuals: 1x1 expand, 3x3 depthwise, 1x1 project, BN,"
              " hardswish/relu6), 10 classes", "classification",
+             (ZooInput("x", (-1, 1, DIGITS_SIZE, DIGITS_SIZE), "float32", "normal"),), output="logits [N, 10]"),
+    ZooEntry("digits_resnet", "ResNet-style digit classifier TRAINED at build time on the same digits (3x3 stem"
+             " with stride 2, three basic residual blocks of 3x3 convs with 32, 64 and 128 channels, BN, ReLU):"
+             " dense convolutions, where int8 pays off", "classification",
              (ZooInput("x", (-1, 1, DIGITS_SIZE, DIGITS_SIZE), "float32", "normal"),), output="logits [N, 10]"),
     ZooEntry("unet_small", "2-level U-Net: conv-BN-ReLU blocks, max-pool down, 2x2 transposed-conv up, skip"
              " concatenations, 4-class per-pixel head; 64x64 RGB", "segmentation",
@@ -248,6 +252,12 @@ def _paddle_version() -> str:
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, str], ZooModel] = {}
+
+
+def calibration_of(model) -> np.ndarray | None:
+    """The calibration split of a trained zoo model (what ``precision="int8"`` calibrates on by default), else None."""
+    name = (getattr(model, "metadata", None) or {}).get("zoo")
+    return get(name).calibration_split() if name in TRAINED else None
 
 
 def get(name: str) -> ZooModel:
@@ -722,8 +732,32 @@ def _make_layer(name: str):
         def forward(self, x):
             return self.head(paddle.flatten(self.pool(self.features(x)), 1))
 
+    class BasicBlock(nn.Layer):
+        """ResNet's basic block: two 3x3 conv-BN, ReLU, and a 1x1 projection shortcut when the shape changes."""
+
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(conv_bn(cin, cout, 3, stride, act=nn.ReLU), conv_bn(cout, cout, 3))
+            self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+        def forward(self, x):
+            return F.relu(self.body(x) + (self.shortcut(x) if self.shortcut is not None else x))
+
+    class DigitsResNet(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(conv_bn(1, 32, 3, 2, act=nn.ReLU),   # 16x16
+                                          BasicBlock(32, 32, 1),
+                                          BasicBlock(32, 64, 2),               # 8x8
+                                          BasicBlock(64, 128, 2))              # 4x4
+            self.pool = nn.AdaptiveAvgPool2D(1)
+            self.head = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.head(paddle.flatten(self.pool(self.features(x)), 1))
+
     makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall,
-              "digits_cnn": DigitsCNN}
+              "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet}
     if name not in makers:
         entry(name)  # raises with the list of names
         raise AssertionError(f"zoo entry {name!r} has no builder")

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Precisions whose accuracy is judged only on trained models: random weights do not quantize or round like trained
+#: ones (measured: MobileNetV2 int8 keeps 6% of fp32's top-1 decisions, a trained classifier 99.4%).
+LOW_PRECISIONS = ("bf16", "int8")
 
 
 @dataclass(frozen=True)

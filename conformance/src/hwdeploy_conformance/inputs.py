@@ -50,8 +50,11 @@ class InputMaker:
     """
 
     def __init__(self, specs: Sequence[TensorSpec], batch_range: tuple[int, int], sampler: Sampler | None = None,
-                 input_settings: dict[str, dict[str, Any]] | None = None, dims: int = 8):
+                 input_settings: dict[str, dict[str, Any]] | None = None, dims: int = 8,
+                 sample_only: bool = False):
         self.specs = list(specs)
+        #: Only the sampler's own inputs (real data): a quantized model is judged on what it was calibrated for.
+        self.sample_only = sample_only and sampler is not None
         self.batch_range = (int(batch_range[0]), int(batch_range[1]))
         self.sampler = sampler
         self.settings = input_settings or {}
@@ -60,6 +63,8 @@ class InputMaker:
 
     @property
     def distributions(self) -> list[str]:
+        if self.sample_only:
+            return ["sample"]
         return (["sample"] if self.sampler else []) + ["normal", "uniform"]
 
     def strategy(self) -> st.SearchStrategy[InputCase]:

@@ -5,7 +5,9 @@ import pytest
 
 import hwdeploy
 from hwdeploy import zoo
-from hwdeploy.errors import ConversionError, InputError, OptionError
+from hwdeploy.errors import ConversionError, OptionError
+from hwdeploy.sdk import calibration as calib
+from hwdeploy.sdk.testing import bad_calibrations, logits_of, top1_accuracy
 from hwdeploy_onnxruntime import int8
 from hwdeploy_onnxruntime.predictor import OrtPredictor
 
@@ -15,27 +17,19 @@ def digits():
     return zoo.get("digits_cnn")
 
 
-def predict(predictor, x):
-    return np.concatenate([predictor.run(x[i:i + 64])[0] for i in range(0, len(x), 64)])
-
-
-def accuracy(logits, labels):
-    return float((logits.argmax(axis=1) == labels).mean())
-
-
 @pytest.fixture(scope="module")
 def fp32_logits(digits):
     x, _ = digits.test_split()
     with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", threads=1) as p:
-        return predict(p, x)
+        return logits_of(p, x)
 
 
 def test_int8_keeps_accuracy_and_agrees_with_fp32(digits, fp32_logits):
     x, y = digits.test_split()
     with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", threads=1) as p:
-        logits = predict(p, x)
+        logits = logits_of(p, x)
         receipt = p.receipt()
-    fp32_acc, int8_acc = accuracy(fp32_logits, y), accuracy(logits, y)
+    fp32_acc, int8_acc = top1_accuracy(fp32_logits, y), top1_accuracy(logits, y)
     assert fp32_acc >= 0.90 and abs(fp32_acc - digits.test_accuracy) <= 1 / len(y) + 1e-9
     assert int8_acc >= fp32_acc - 0.01, (fp32_acc, int8_acc)
     agreement = float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean())
@@ -61,7 +55,7 @@ def test_fp32_receipt_names_fp32(digits):
 
 def test_quantized_artifact_is_cached_by_model_and_calibration(digits):
     calibration = digits.calibration_split()
-    path, sha = int8.store_calibration(["x"], [calibration])
+    path, sha = calib.store_calibration(["x"], [calibration])
     first = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
     again = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
     assert again.cached and again.path() == first.path()
@@ -70,7 +64,7 @@ def test_quantized_artifact_is_cached_by_model_and_calibration(digits):
     with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", threads=1) as p:
         assert p._onnx_path == first.path()
     # Other calibration data: another artifact.
-    path2, sha2 = int8.store_calibration(["x"], [calibration[:32]])
+    path2, sha2 = calib.store_calibration(["x"], [calibration[:32]])
     other = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path2), calibration_sha256=sha2)
     assert other.path() != first.path()
     # A hash that does not match the data is refused (the cache key must follow the data).
@@ -82,26 +76,14 @@ def test_calibration_forms_are_equivalent(digits, tmp_path):
     calibration = digits.calibration_split()
     npz = tmp_path / "calib.npz"
     np.savez(npz, x=calibration)
-    specs = int8.input_specs(digits.model)
+    specs = calib.input_specs(digits.model)
     forms = [calibration, str(npz), npz, [{"x": calibration[i:i + 8]} for i in range(0, 64, 8)],
              [calibration[i:i + 16] for i in range(0, 64, 16)], iter([[calibration]])]
-    hashes = {int8.calibration_sha256(["x"], int8.resolve_calibration(digits.model, f, specs)) for f in forms}
+    hashes = {calib.calibration_sha256(["x"], calib.resolve_calibration(digits.model, f, specs)) for f in forms}
     assert len(hashes) == 1
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    ([], OptionError, "empty"),
-    (np.zeros((0, 1, 32, 32), np.float32), OptionError, "empty"),
-    (np.zeros((4, 1, 32, 32), np.float64), InputError, "dtype"),
-    (np.zeros((4, 3, 32, 32), np.float32), InputError, "shape"),
-    (np.zeros((4, 32, 32), np.float32), InputError, "shape"),
-    (np.full((4, 1, 32, 32), np.nan, np.float32), InputError, "NaN"),
-    ([{"y": np.zeros((4, 1, 32, 32), np.float32)}], InputError, "do not match"),
-    ([[np.zeros((4, 1, 32, 32), np.float32)] * 2], InputError, "inputs"),
-    ([[np.zeros((4, 1, 32, 32), np.float32).tolist()]], InputError, "numpy array"),
-    (42, OptionError, "iterable"),
-    ("calibration.txt", OptionError, ".npz"),
-])
+@pytest.mark.parametrize("bad, error, match", bad_calibrations("x", (1, 32, 32)))
 def test_bad_calibration_is_refused_before_the_quantizer_runs(digits, monkeypatch, bad, error, match):
     import onnxruntime.quantization as q
 
@@ -135,10 +117,10 @@ def test_a_bad_calibration_set_gives_a_measurably_worse_model(digits, fp32_logit
     zeros = np.zeros((64, 1, 32, 32), np.float32)
     with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=zeros,
                             threads=1) as p:
-        logits = predict(p, x)
+        logits = logits_of(p, x)
         assert p.receipt().options["precision"] == "int8"
-    bad_acc = accuracy(logits, y)
-    assert bad_acc < accuracy(fp32_logits, y) - 0.05, bad_acc
+    bad_acc = top1_accuracy(logits, y)
+    assert bad_acc < top1_accuracy(fp32_logits, y) - 0.05, bad_acc
     assert float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean()) < 0.99
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import hwdeploy
 from hwdeploy import zoo
-from hwdeploy.errors import ConversionError, InputError, OptionError, UnsupportedOpsError
+from hwdeploy.errors import InputError, OptionError, UnsupportedOpsError
 from hwdeploy.sdk import testing
 from hwdeploy.sdk.testing import assert_clones_agree, assert_parity
 

@@ -43,7 +43,7 @@ def install_plugin(site: Path, name: str, source: str, *, requires: Sequence[str
     dist = f"hwdeploy_test_{name.replace('-', '_')}"
     info = site / f"{dist}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    metadata = [f"Metadata-Version: 2.1", f"Name: {dist.replace('_', '-')}", f"Version: {version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {dist.replace('_', '-')}", f"Version: {version}"]
     metadata += [f"Requires-Dist: {r}" for r in requires]
     (info / "METADATA").write_text("\n".join(metadata) + "\n")
     (info / "entry_points.txt").write_text(f"[hwdeploy]\n{name} = {entry_point or module}\n")
@@ -128,6 +128,37 @@ def assert_options_documented(schemas, docs: Path) -> None:
         sections[chunk.split("\n", 1)[0]] = "## " + chunk.rstrip("\n") + "\n"
     stale = [schema.owner for owner, schema in schemas if sections.get(schema.owner) != markdown_section(owner, schema)]
     assert not stale, f"{docs}: sections {stale} are stale or missing: run `hwdeploy options --markdown > {docs}`"
+
+
+def bad_calibrations(name: str, row_shape: tuple[int, ...]) -> list[tuple[Any, type, str]]:
+    """``(calibration, error type, message pattern)`` for a one-input float32 model: every way
+    :mod:`hwdeploy.sdk.calibration` must refuse, before any quantizer runs (a quantizing plugin's tests)."""
+    import numpy as np
+
+    from hwdeploy.errors import InputError, OptionError
+
+    good = np.zeros((4, *row_shape), np.float32)
+    wrong_row = (row_shape[0] + 2, *row_shape[1:])
+    return [([], OptionError, "empty"), (good[:0], OptionError, "empty"),
+            (good.astype(np.float64), InputError, "dtype"), (np.zeros((4, *wrong_row), np.float32), InputError, "shape"),
+            (good[:, 0], InputError, "shape"), (np.full_like(good, np.nan), InputError, "NaN"),
+            (np.full_like(good, -np.inf), InputError, "NaN or Inf"), ([{name + "_other": good}], InputError, "do not match"),
+            ([[good] * 2], InputError, "inputs"), ([[good.tolist()]], InputError, "numpy array"),
+            (42, OptionError, "iterable"), ("calibration.txt", OptionError, ".npz")]
+
+
+def logits_of(predictor, x, rows: int = 64):
+    """The first output of ``predictor`` on ``x``, run ``rows`` rows at a time (a test split in one array)."""
+    import numpy as np
+
+    return np.concatenate([predictor.run(x[i:i + rows])[0] for i in range(0, len(x), rows)])
+
+
+def top1_accuracy(logits, labels) -> float:
+    """The share of rows whose largest logit is the label's."""
+    import numpy as np
+
+    return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
 
 
 def rel_l2(output, reference) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 
 from hwdeploy import ConversionTarget, Device, hookimpl
 from hwdeploy.errors import OptionError
+from hwdeploy.sdk.calibration import CALIBRATION
 from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
 from hwdeploy.sdk.isolation import run_probe
@@ -35,8 +36,7 @@ OPTIONS = OptionSchema("onnxruntime backend", [
     OPSET,
     Option("spinning", bool, True, "idle intra-op threads spin (lower latency; off frees the cores between runs)",
            nullable=False),
-    Option("calibration", object, None, "precision='int8' only: an .npz path, an array, or an iterable of input"
-           " dicts/arrays (default: the zoo model's own calibration set)"),
+    CALIBRATION,
 ])
 PROBE_TTL = 86400.0
 
@@ -102,14 +102,16 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     # OpenVINO and any other ONNX reader share the same file; unsupported ops raise UnsupportedOpsError.
     artifact = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
     if precision == "int8":
+        from hwdeploy import zoo
+        from hwdeploy.sdk import calibration
+
+        data = settings["calibration"] if settings["calibration"] is not None else zoo.calibration_of(model)
         from hwdeploy_onnxruntime import int8
 
         # Checked (names, dtypes, shapes, finite, not empty) before the quantizer runs; cached by content hash.
-        specs = int8.input_specs(model, artifact.path())
-        arrays = int8.resolve_calibration(model, settings["calibration"], specs)
-        path, sha = int8.store_calibration([s[0] for s in specs], arrays)
-        artifact = hwdeploy.convert(model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
-                                    **onnx_options(settings["opset"]))
+        conversion = calibration.conversion_options(model, data, "onnxruntime backend",
+                                                    artifact.path())
+        artifact = hwdeploy.convert(model, int8.TARGET, **conversion, **onnx_options(settings["opset"]))
     return OrtPredictor(model, device, artifact.path(), threads=settings["threads"], spinning=settings["spinning"],
                         check_finite=settings["check_finite"], options=options,
                         conversion=artifact.metadata, precision=precision)

@@ -3,9 +3,12 @@
 OpenVINO's CPU plugin runs fp32 models in **bf16** by default on CPUs with
 AMX/AVX512-BF16 (``INFERENCE_PRECISION_HINT`` defaults to bf16 there; verified
 with OpenVINO 2026.4 on this machine: ~4e-3 relative error on MobileNetV2).
-That is a silent precision change, so this plugin asks for f32 explicitly and
-reads back, from the compiled runtime model, the precision every layer really
-runs in: a layer in bf16/f16 when fp32 was asked is fallback evidence.
+That is a silent precision change, so this plugin asks for the precision
+explicitly and reads back, from the compiled runtime model, the precision
+every layer really runs in. The receipt's ``options["precision"]`` is what ran,
+and a mismatch is fallback evidence: a layer in bf16/f16 when fp32 or int8 was
+asked, no layer in bf16 when bf16 was asked, no layer in i8/u8 when int8 was
+asked (an IR without quantization, or a CPU plugin that kept it in f32).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from hwdeploy.contract.model import Model, TensorSpec, model_io
 from hwdeploy.contract.receipt import OpPlacement
 
 BACKEND = "openvino"
-#: hwdeploy precision name -> OpenVINO ``INFERENCE_PRECISION_HINT`` (element type name).
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+#: hwdeploy precision name -> OpenVINO ``INFERENCE_PRECISION_HINT`` (element type name). int8 is in the IR
+#: (NNCF's FakeQuantize ops); the layers left unquantized must run in f32, not silently in bf16.
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _REDUCED = {"bf16", "f16"}
+_INTEGER = {"i8", "u8"}
 _BOOKKEEPING_LAYERS = {"Const", "Input", "Output", "Parameter", "Result"}
 _OV_DTYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "i64": "int64", "i32": "int32", "i8": "int8",
               "u8": "uint8", "boolean": "bool"}
@@ -150,14 +155,40 @@ class OvPredictor(Predictor):
         for (layer, precision), count in sorted(self._layers.items()):
             receipt.ops.append(OpPlacement(f"ov::{layer}" + (f"[{precision}]" if precision else ""), actual, count))
         receipt.ops_known = bool(self._layers)
-        if self.precision == "fp32":
-            reduced = {key: n for key, n in self._layers.items() if key[1] in _REDUCED}
-            if self.compiled_precision != "f32" or reduced:
-                listed = ", ".join(f"{layer}[{p}] x{n}" for (layer, p), n in sorted(reduced.items()))
-                receipt.fallback_evidence.append(
-                    f"fp32 was asked but OpenVINO compiled with INFERENCE_PRECISION_HINT={self.compiled_precision}"
-                    + (f"; {sum(reduced.values())} layer(s) run in reduced precision: {listed}" if reduced else ""))
+        receipt.options["precision"] = self.executed_precision()
+        receipt.evidence.append(f"precision: {receipt.options['precision']} executed ({self._precision_counts()})")
+        receipt.fallback_evidence.extend(self._precision_mismatch())
         return receipt
+
+    def _layers_in(self, precisions: set[str]) -> dict[tuple[str, str], int]:
+        return {key: n for key, n in self._layers.items() if key[1] in precisions}
+
+    def executed_precision(self) -> str:
+        """What the compiled model really runs: int8 if any layer runs in i8/u8, else bf16 if any does, else fp32."""
+        if self._layers_in(_INTEGER):
+            return "int8"
+        return "bf16" if self._layers_in(_REDUCED) else "fp32"
+
+    def _precision_counts(self) -> str:
+        counts = Counter()
+        for (_, precision), n in self._layers.items():
+            counts[precision or "?"] += n
+        return ", ".join(f"{n} layer(s) in {p}" for p, n in sorted(counts.items()))
+
+    def _precision_mismatch(self) -> list[str]:
+        asked, hint = self.precision, self.compiled_precision
+        reduced = self._layers_in(_REDUCED)
+        if asked in ("fp32", "int8") and (hint != "f32" or reduced):
+            listed = ", ".join(f"{layer}[{p}] x{n}" for (layer, p), n in sorted(reduced.items()))
+            return [f"{asked} was asked but OpenVINO compiled with INFERENCE_PRECISION_HINT={hint}"
+                    + (f"; {sum(reduced.values())} layer(s) run in reduced precision: {listed}" if reduced else "")]
+        if asked == "bf16" and not reduced:
+            return [f"bf16 was asked but no layer runs in bf16 (INFERENCE_PRECISION_HINT={hint}): the CPU plugin"
+                    " kept fp32"]
+        if asked == "int8" and not self._layers_in(_INTEGER):
+            return ["int8 was asked but no layer runs in i8/u8: the model runs in fp32"
+                    + ("" if self._conversion.get("fake_quantize_ops") else " (the IR has no FakeQuantize ops)")]
+        return []
 
     def _clone(self) -> "OvPredictor":
         # The compiled model (weights, streams) is shared; each clone has its own infer request.
