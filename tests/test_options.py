@@ -17,7 +17,7 @@ from hwdeploy.sdk.options import MAX_THREADS, Option, OptionSchema
     ({"threads": 0}, "'threads' must be in [1,"),
     ({"threads": True}, "'threads' must be int or None, got True"),
     ({"threads": 2.0}, "'threads' must be int or None"),
-    ({"precision": "int4"}, "'precision' must be one of ['fp32']"),
+    ({"precision": "int4"}, "'precision' must be one of ['fp32', 'int8']"),
     ({"turbo": True}, "unknown option(s) ['turbo']"),
 ])
 def test_bad_cpu_options_are_refused_with_what_is_allowed(tiny_mlp, options, message):
@@ -35,7 +35,7 @@ def test_good_options_and_defaults_pass(tiny_mlp):
 def test_the_schema_describes_every_option_for_help_and_docs():
     rows = {row["name"]: row for row in CPU_OPTIONS.describe()}
     assert set(rows) == CPU_OPTIONS.names() and all(row["description"] for row in rows.values())
-    assert rows["threads"]["range"] == [1, MAX_THREADS] and rows["precision"]["choices"] == ["fp32"]
+    assert rows["threads"]["range"] == [1, MAX_THREADS] and rows["precision"]["choices"] == ["fp32", "int8"]
 
 
 def test_an_option_may_take_several_types():
@@ -69,7 +69,7 @@ def _core_schemas():
 
 def test_the_core_declares_its_schemas_and_the_docs_are_generated_from_them():
     names = {schema.owner for _owner, schema in _core_schemas()}
-    assert names == {"hwdeploy.predictor", "auto:fastest", "cpu backend", "onnx conversion"}
+    assert names == {"hwdeploy.predictor", "auto:fastest", "cpu backend", "paddle-int8 conversion", "onnx conversion"}
     assert_options_documented(_core_schemas(), DOCS)
 
 
@@ -114,7 +114,7 @@ def test_run_help_and_hwdeploy_options_come_from_the_schemas(capfd):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     help_text = capfd.readouterr().out
-    assert "cpu backend: check_finite, ir_optim, memory_optim, onednn, optim_cache," in help_text
+    assert "cpu backend: calibration, check_finite, ir_optim, memory_optim, onednn," in help_text
     assert cli.main(["options", "cpu", "--json"]) == 0
     rows = json.loads(capfd.readouterr().out)
     assert [r["schema"] for r in rows] == ["cpu backend"]

@@ -13,7 +13,7 @@ from hwdeploy.sdk.testing import install_plugin, plugins_on_path
 
 HERE = Path(__file__).parent
 FAULT_PLUGINS = ["faultgpu", "faultliar", "faultdrift", "faultbatchdrift", "faultabort", "faultsegv", "faulthang",
-                 "faultnondet", "faultcheat", "faultrss"]
+                 "faultnondet", "faultcheat", "faultrss", "faultcache"]
 
 # A real vendor config file: small settings so each worker finishes in seconds.
 VENDOR_TOML = """
@@ -36,6 +36,7 @@ perf_seconds = 0.3
 perf_iterations = 100
 utilization_seconds = 0.3
 timing_pairs = 10
+caching_pairs = 20
 concurrency_threads = 4
 concurrency_runs = 4
 lifecycle_cycles = 6

@@ -37,6 +37,8 @@ def test_cpu_reference_passes_every_check(run_suite):
                                                    " hwdeploy_utilization_sampler")
         assert skipped["fallback_timing"] == "the device is the host CPU itself"
         assert checks["parity"]["figures"]["examples"] >= 6
+        caching = checks["perf_caching"]["figures"]  # an honest device: repeated inputs run no faster
+        assert caching["repeated_speedup"] <= caching["max_speedup"]
         lo, hi = checks["parity"]["figures"]["batch_range"]
         assert {lo, hi} <= set(checks["parity"]["figures"]["passing_batches"])
     bad = checks_of(report, "seqreg")["bad_input"]["figures"]["cases"]
@@ -50,7 +52,7 @@ def test_cpu_reference_passes_every_check(run_suite):
     json_path, xml_path = report["_paths"]
     assert json.loads(json_path.read_text())["schema"] == "hwdeploy-conformance-report"
     suite = ET.parse(xml_path).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("22", "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("24", "0", "0")
 
 
 def test_enable_use_gpu_silent_fallback_is_caught_by_the_receipt(run_suite):
@@ -167,6 +169,15 @@ def test_accurate_only_when_checked_is_caught_during_the_timed_run(run_suite):
     assert figures["mismatches"] > 0 and figures["first_mismatch_iteration"] >= 5
     assert figures["sampled"] <= 256
     assert checks_of(report)["parity"]["status"] == "passed"  # accuracy mode looked perfect
+
+
+def test_a_device_that_caches_results_is_caught_by_the_caching_check(run_suite):
+    report = run_suite("faultcache")
+    assert failing(report) == {"perf_caching"}  # its answers are right: every accuracy check passes
+    figures = checks_of(report)["perf_caching"]["figures"]
+    assert figures["repeated_speedup"] > figures["max_speedup"] and figures["pairs"] == 20
+    assert "results are cached" in checks_of(report)["perf_caching"]["message"]
+    assert report["summary"]["verdict"] == "not_conformant"
 
 
 def test_model_with_tiny_outputs_is_rejected_not_judged(run_suite):

@@ -20,7 +20,8 @@ def checks_of(report, model):
     return {c["check"]: c for c in report["checks"] if c["model"] == model}
 
 
-@pytest.mark.parametrize("backend, precision", [("onnxruntime", "int8"), ("openvino", "int8"), ("openvino", "bf16")])
+@pytest.mark.parametrize("backend, precision", [("paddle-inference", "int8"), ("onnxruntime", "int8"), ("openvino", "int8"),
+                                                ("openvino", "bf16")])
 def test_a_trained_model_is_judged_and_a_random_one_is_not(backend, precision):
     report = run(backend, precision)
     digits, mlp = checks_of(report, "digits_cnn"), checks_of(report, "mlp")

@@ -94,6 +94,8 @@ class CheckSettings:
     utilization_seconds: float = 1.0
     min_utilization: float = 0.05  # mean busy fraction below which the device was idle
     timing_pairs: int = 20
+    caching_pairs: int = 40  # TEST04: interleaved (repeated input, new input) call pairs...
+    caching_max_speedup: float = 1.5  # ...and how much faster the repeated input may run
     timing_cpu_ratio: float = 0.5  # host-CPU seconds per run >= this x the reference's means "computed on the host"
     timing_wall_ratio: float = 0.5  # ...unless the device is more than 1/this faster than the reference
     concurrency_threads: int = 4

@@ -198,8 +198,8 @@ _MARKS = {C.PASS: "[green]ok[/]", C.FAIL: "[bold red]FAIL[/]", C.XFAIL: "[yellow
           C.XPASS: "[magenta]XPASS[/]", C.SKIP: "[dim]-[/]", C.NOT_RUN: "[dim red]blk[/]"}
 _STATUS_MARKS = {C.CRASHED: "[bold red]CRASH[/]", C.HUNG: "[bold red]HUNG[/]", C.ERROR: "[bold red]ERR[/]"}
 _SHORT = {"reference": "ref", "fallback_receipt": "fb-rcpt", "determinism": "determ", "bad_input": "bad-in",
-          "perf_accuracy": "perf-acc", "fallback_utilization": "fb-util", "fallback_timing": "fb-time",
-          "concurrency": "threads", "lifecycle": "life"}
+          "perf_accuracy": "perf-acc", "perf_caching": "cache", "fallback_utilization": "fb-util",
+          "fallback_timing": "fb-time", "concurrency": "threads", "lifecycle": "life"}
 #: Longest evidence line printed as it is; a longer one is cut at a clause boundary and says so.
 EVIDENCE_CHARS = 400
 

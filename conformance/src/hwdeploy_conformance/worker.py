@@ -705,11 +705,45 @@ def check_lifecycle(case: Case) -> Outcome:
                    figures)
 
 
+def check_perf_caching(case: Case) -> Outcome:
+    """MLPerf TEST04 analogue: a device that caches results by input must not inflate the throughput reported.
+
+    Calls alternate between one input repeated and inputs never seen before (same batch and distribution,
+    made outside the timed call); a device that computes takes about as long for both, one that looks results
+    up answers the repeated input much faster. Only the ratio of the medians counts (load hits both alike).
+    """
+    s = case.settings
+    lo, hi = case.maker.batch_range
+    batch = (lo + hi + 1) // 2
+    repeated = case.maker.make(case.case(batch=batch, seed=300))
+    for _ in range(3):  # warm-up: the repeated input is now "known"
+        case.dev.run(*repeated)
+    case.dev.run(*case.maker.make(case.case(batch=batch, seed=301)))
+    same, new, clock = [], [], time.perf_counter
+    for i in range(s.caching_pairs):
+        fresh = case.maker.make(case.case(batch=batch, seed=400 + i))
+        for inputs, times in ((repeated, same), (fresh, new)) if i % 2 else ((fresh, new), (repeated, same)):
+            start = clock()
+            case.dev.run(*inputs)
+            times.append(clock() - start)
+    speedup = statistics.median(new) / max(statistics.median(same), 1e-9)
+    figures = {"batch": batch, "pairs": s.caching_pairs, "median_repeated_ms": statistics.median(same) * 1e3,
+               "median_new_ms": statistics.median(new) * 1e3, "repeated_speedup": speedup,
+               "max_speedup": s.caching_max_speedup}
+    if speedup > s.caching_max_speedup:
+        return Outcome(FAILED, f"the repeated input runs {speedup:.1f}x faster than inputs never seen before (bound"
+                       f" {s.caching_max_speedup}x): results are cached, so timed runs on repeated inputs overstate"
+                       " the device's throughput", figures)
+    return Outcome(PASSED, f"repeated input {speedup:.2f}x the speed of new inputs (bound {s.caching_max_speedup}x)",
+                   figures)
+
+
 CHECK_FUNCTIONS: dict[str, Callable[[Case], Outcome]] = {
     "load": check_load, "reference": check_reference, "parity": check_parity,
     "fallback_receipt": check_fallback_receipt, "determinism": check_determinism, "bad_input": check_bad_input,
     "perf_accuracy": check_perf_accuracy, "fallback_utilization": check_fallback_utilization,
-    "fallback_timing": check_fallback_timing, "concurrency": check_concurrency, "lifecycle": check_lifecycle,
+    "fallback_timing": check_fallback_timing, "perf_caching": check_perf_caching, "concurrency": check_concurrency,
+    "lifecycle": check_lifecycle,
 }
 
 

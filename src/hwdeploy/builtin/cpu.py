@@ -10,7 +10,10 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from hwdeploy import Device, hookimpl
+from hwdeploy import ConversionTarget, Device, hookimpl
+from hwdeploy.builtin import cpu_int8
+from hwdeploy.errors import OptionError
+from hwdeploy.sdk.calibration import CALIBRATION
 from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, memory_bytes
 from hwdeploy.sdk import paddle_inference as pi
@@ -23,13 +26,15 @@ OPTIONS = OptionSchema("cpu backend", [
     Option("memory_optim", bool, None, "Paddle's memory reuse pass (default: legacy programs only)"),
     Option("optim_cache", bool, True, "cache the optimised program on disk", nullable=False),
     CHECK_FINITE,
-    Option("precision", str, "fp32", "numeric precision", choices=("fp32",), nullable=False),
+    Option("precision", str, "fp32", "fp32, or int8: Paddle's post-training quantization of the legacy program, run"
+           " on oneDNN int8", choices=("fp32", "int8"), nullable=False),
+    CALIBRATION,
 ])
 
 
 @hookimpl
 def hwdeploy_option_schemas() -> list[OptionSchema]:
-    return [OPTIONS]
+    return [OPTIONS, cpu_int8.CONVERSION_OPTIONS]
 
 
 @hookimpl
@@ -50,6 +55,10 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if device.kind != KIND or device.backend != pi.BACKEND:
         return None
     settings = OPTIONS.check(options)
+    if settings["precision"] == "int8":
+        return cpu_int8.create_predictor(model, device, settings, options)
+    if settings["calibration"] is not None:
+        raise OptionError("cpu backend: calibration= is only used with precision='int8'")
     config = pi.make_config(model, threads=settings["threads"], ir_optim=settings["ir_optim"],
                             onednn=settings["onednn"], memory_optim=settings["memory_optim"],
                             optim_cache=settings["optim_cache"])
@@ -59,3 +68,16 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if blockers:
         predictor.notes.append(f"oneDNN disabled: Paddle {pi.paddle_version()} cannot run {blockers} with oneDNN")
     return predictor
+
+
+@hookimpl
+def hwdeploy_conversion_targets() -> list[ConversionTarget]:
+    return [ConversionTarget(cpu_int8.TARGET, "int8 legacy Paddle program (Paddle's static post-training"
+                             " quantization, calibration= data) for oneDNN int8", device_kinds=(KIND,))]
+
+
+@hookimpl
+def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_dir):
+    if target != cpu_int8.TARGET:
+        return None
+    return cpu_int8.quantize(model, options, output_dir)

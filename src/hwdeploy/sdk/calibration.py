@@ -47,6 +47,10 @@ def input_specs(model, onnx_path: Path | None = None) -> list[tuple[str, str, tu
     from hwdeploy.contract.model import model_io
 
     specs = model_io(model)
+    if specs is None and model.format == "legacy":
+        from hwdeploy.sdk.paddle_inference import program_io
+
+        specs = program_io(model)
     if specs is not None:
         return [(s.name, s.dtype, tuple(int(d) for d in s.shape)) for s in specs[0]]
     if onnx_path is None:

@@ -20,6 +20,7 @@ Paddle's default pool. Without Paddle (or protobuf) installed there is no runtim
 from __future__ import annotations
 
 import ast
+import math
 import importlib.util
 import threading
 from dataclasses import dataclass, field
@@ -218,10 +219,23 @@ def validate_legacy_program(program: Path, params: Path | None = None, records: 
             raise ModelFormatError(f"{where}: holds {len(records)} tensors but {program.name} declares"
                                    f" {len(parameters)} persistable vars (mismatched or truncated files)", where)
         for (name, dtype, shape), rec in zip(parameters, records):
-            if dtype and (dtype != rec.dtype or tuple(shape) != tuple(rec.shape)):
+            if dtype and (not _same_dtype(dtype, rec.dtype) or not _same_shape(shape, rec.shape)):
                 raise ModelFormatError(f"{where}: parameter {name} is {rec.dtype}{list(rec.shape)} in the file but"
                                        f" {dtype}{list(shape)} in {program.name}", where)
     return LegacyProgram(message, feeds, fetches, parameters)
+
+
+def _same_dtype(declared: str, stored: str) -> bool:
+    """Equal dtypes; or int8 weights of a float var (Paddle's quantizer stores them so; each tensor in the file
+    carries its own dtype and size, which the scan has already checked against the file)."""
+    return declared == stored or (stored == "int8" and declared in ("float32", "float64"))
+
+
+def _same_shape(declared, stored) -> bool:
+    """Equal shapes; or the same number of elements (Paddle's quantizer declares its scales [16] and stores them
+    [1, 16], or [1] and stores it 0-d: the same bytes, and the file's own header is what Paddle reads)."""
+    declared, stored = tuple(declared), tuple(stored)
+    return declared == stored or (all(d >= 0 for d in declared) and math.prod(declared) == math.prod(stored))
 
 
 def _check_var(var, block_index: int, bad) -> None:

@@ -95,12 +95,15 @@ def make_config(model: Model, *, threads: int | None = None, ir_optim: bool = Tr
     return config
 
 
-def io_specs(model: Model, predictor) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input/output specs: from the PIR program, or from the legacy ProgramDesc's feed/fetch vars."""
+def program_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output specs read from the program file: the PIR program's, or the legacy ProgramDesc's feed/fetch vars."""
     specs = model_io(model)
-    if specs is None:
-        specs = _legacy_io(model)
-    inputs, outputs = specs
+    return specs if specs is not None else _legacy_io(model)
+
+
+def io_specs(model: Model, predictor) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output specs of a created predictor (:func:`program_io`, in the predictor's input/output order)."""
+    inputs, outputs = program_io(model)
     in_names, out_names = predictor.get_input_names(), predictor.get_output_names()
     by_name = {s.name: s for s in inputs}
     inputs = [by_name.get(n, TensorSpec(n, (), "")) for n in in_names]
