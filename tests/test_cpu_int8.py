@@ -121,3 +121,17 @@ def test_why_pir_is_refused_is_what_paddle_does(digits):
     config = pi.make_config(digits.model, threads=1, onednn=True, optim_cache=False)
     config.enable_onednn_int8()
     assert cpu_int8._integer_ops(digits.model, config, pi.program_io(digits.model)[0]) == {}
+
+
+def test_a_program_paddle_s_int8_kernels_cannot_run_is_a_backend_error_at_creation():
+    """digits_resnet's global average pooling has no oneDNN int8 primitive in Paddle 3.3.1 ("could not create a
+    descriptor for a pooling forward propagation primitive"): refused when the predictor is made, never at run."""
+    resnet = zoo.get("digits_resnet")
+    try:
+        p = hwdeploy.predictor(resnet.model, "cpu", precision="int8", threads=1)
+    except hwdeploy.BackendError as exc:
+        assert "Paddle's oneDNN int8 cannot run" in str(exc) and "pooling" in str(exc)
+    else:  # a later Paddle that can: then it must be real int8 and right
+        x, y = resnet.test_split()
+        assert p.receipt().options["precision"] == "int8"
+        assert top1_accuracy(logits_of(p, x), y) >= resnet.test_accuracy - 0.01

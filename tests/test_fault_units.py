@@ -148,7 +148,7 @@ def test_a_failed_run_names_paddles_reason_not_in_user_code(mlp):
 
 
 def test_paddle_error_text_reduction_picks_the_reason():
-    from hwdeploy.sdk.paddle_inference import _first_line
+    from hwdeploy.sdk.paddle_inference import first_line as _first_line
 
     text = ("In user code:\n\n\n    InvalidArgumentError: The input's second dimension is 7.\n"
             "      [Hint: Expected a == b.] (at common_shape.h:314)\n      [operator < onednn_kernel.phi_kernel > error]")

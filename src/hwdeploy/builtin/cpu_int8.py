@@ -28,7 +28,7 @@ import numpy as np
 
 from hwdeploy.contract.model import Model, load_model
 from hwdeploy.contract.records import Artifact
-from hwdeploy.errors import ConversionError, OptionError
+from hwdeploy.errors import BackendError, ConversionError, OptionError
 from hwdeploy.sdk import calibration
 from hwdeploy.sdk import paddle_inference as pi
 from hwdeploy.sdk.isolation import run_probe
@@ -192,9 +192,13 @@ def _integer_ops(quantized: Model, config, inputs) -> Counter:
     seen: Counter = Counter()
     probe.register_output_hook(lambda op_type, _name, tensor: seen.update(
         [op_type] if str(tensor.dtype) in _INTEGER_DTYPES else []))
-    for spec, array in zip(inputs, random_inputs(inputs)):
-        handle = probe.get_input_handle(spec.name)
-        handle.reshape(list(array.shape))
-        handle.copy_from_cpu(array)
-    probe.run()
+    try:
+        for spec, array in zip(inputs, random_inputs(inputs)):
+            handle = probe.get_input_handle(spec.name)
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(array)
+        probe.run()
+    except Exception as exc:  # Paddle raises RuntimeError/ValueError with C++ context
+        raise BackendError(f"Paddle's oneDNN int8 cannot run {quantized.program.parent.name}/{quantized.program.name}:"
+                           f" {pi.first_line(exc)}") from exc
     return seen

@@ -170,18 +170,18 @@ def create_paddle_predictor(config, model: Model | None = None):
     except Exception as exc:  # Paddle raises RuntimeError/ValueError/... with C++ context
         text = str(exc)
         if model is not None and any(marker in text for marker in _PROGRAM_PARSE_ERRORS):
-            raise ModelFormatError(f"{model.program}: Paddle cannot parse the program: {_first_line(exc)}",
+            raise ModelFormatError(f"{model.program}: Paddle cannot parse the program: {first_line(exc)}",
                                    model.program) from exc
         if model is not None and model.params and any(marker in text for marker in _PARAMS_PARSE_ERRORS):
-            raise ModelFormatError(f"{model.params}: Paddle cannot read the parameters: {_first_line(exc)}",
+            raise ModelFormatError(f"{model.params}: Paddle cannot read the parameters: {first_line(exc)}",
                                    model.params) from exc
-        raise BackendError(f"Paddle Inference could not load the model: {_first_line(exc)}") from exc
+        raise BackendError(f"Paddle Inference could not load the model: {first_line(exc)}") from exc
 
 
 _NOISE = ("C++ Traceback", "Error Message", "[Hint", "In user code:", "[operator <", "File \"", "0   ", "1   ")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The most informative line of a Paddle exception's text: its ``XxxError: ...`` or ``(Kind) ...`` line
     (Paddle prefixes the reason with "In user code:" and C++ frames), else the first non-noise line."""
     text = str(exc).strip()
@@ -232,7 +232,7 @@ class PaddleInferencePredictor(Predictor):
             # Inside the wrapper: an output Paddle did not fill raises "Tensor holds no memory" here.
             return [handle.copy_to_cpu() for handle in self._out_handles]
         except Exception as exc:
-            raise BackendError(f"Paddle Inference run failed: {_first_line(exc)}") from exc
+            raise BackendError(f"Paddle Inference run failed: {first_line(exc)}") from exc
 
     def _receipt(self) -> Receipt:
         receipt = Receipt(requested=self._requested_device.id, actual=self._actual_device(self.config),
