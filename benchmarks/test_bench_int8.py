@@ -3,8 +3,8 @@
     pytest benchmarks/test_bench_int8.py --benchmark-json=.benchmarks/int8.json
 
 Per model and batch, every (backend, precision) variant is timed in one
-interleaved loop: Paddle Inference fp32 and int8 (Paddle's post-training
-quantization on oneDNN int8), ONNX Runtime fp32 and int8 (static QDQ), OpenVINO
+interleaved loop: Paddle Inference fp32, bf16 (oneDNN bfloat16) and int8
+(Paddle's post-training quantization on oneDNN int8), ONNX Runtime fp32 and int8 (static QDQ), OpenVINO
 fp32, bf16 (the CPU plugin's inference precision) and int8 (NNCF). Accuracy is measured
 against the fp32 Paddle Inference reference: digits_cnn and digits_resnet are
 the zoo's trained classifiers, judged on their held-out test split (calibrated
@@ -25,8 +25,8 @@ from conftest import BATCHES, THREADS, interleaved, timed, zoo_model
 
 PRECISION_MODELS = ["mobilenet_v2", "resnet18", "digits_cnn", "digits_resnet"]
 TRAINED_MODELS = ["digits_cnn", "digits_resnet"]
-VARIANTS = [("paddle-inference", "fp32"), ("paddle-inference", "int8"), ("onnxruntime", "fp32"),
-            ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+VARIANTS = [("paddle-inference", "fp32"), ("paddle-inference", "bf16"), ("paddle-inference", "int8"),
+            ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
 _variants: dict[str, tuple[dict, dict]] = {}
 _accuracy: dict[str, dict] = {}
 

@@ -73,7 +73,7 @@ def test_bad_calibration_is_refused_before_paddle_quantizes(digits, monkeypatch,
 def test_int8_that_runs_no_int8_op_is_refused(digits, monkeypatch):
     from collections import Counter
 
-    monkeypatch.setattr(cpu_int8, "_integer_ops", lambda *args: Counter())  # as if Paddle had stayed in fp32
+    monkeypatch.setattr(cpu_int8, "ops_with_outputs", lambda *args: Counter())  # as if Paddle had stayed in fp32
     with pytest.raises(FallbackError, match="no op produced int8/uint8 outputs"):
         hwdeploy.predictor(digits.model, "cpu", precision="int8", threads=1)
     p = hwdeploy.predictor(digits.model, "cpu", precision="int8", threads=1, fallback="allow")
@@ -120,7 +120,7 @@ def test_why_pir_is_refused_is_what_paddle_does(digits):
 
     config = pi.make_config(digits.model, threads=1, onednn=True, optim_cache=False)
     config.enable_onednn_int8()
-    assert cpu_int8._integer_ops(digits.model, config, pi.program_io(digits.model)[0]) == {}
+    assert cpu_int8.ops_with_outputs(digits.model, config, ("paddle.int8", "paddle.uint8")) == {}
 
 
 def test_a_program_paddle_s_int8_kernels_cannot_run_is_a_backend_error_at_creation():
@@ -130,8 +130,50 @@ def test_a_program_paddle_s_int8_kernels_cannot_run_is_a_backend_error_at_creati
     try:
         p = hwdeploy.predictor(resnet.model, "cpu", precision="int8", threads=1)
     except hwdeploy.BackendError as exc:
-        assert "Paddle's oneDNN int8 cannot run" in str(exc) and "pooling" in str(exc)
+        assert "Paddle's oneDNN kernels cannot run" in str(exc) and "pooling" in str(exc)
     else:  # a later Paddle that can: then it must be real int8 and right
         x, y = resnet.test_split()
         assert p.receipt().options["precision"] == "int8"
         assert top1_accuracy(logits_of(p, x), y) >= resnet.test_accuracy - 0.01
+
+
+def test_bf16_runs_oneDNN_bfloat16_kernels_and_keeps_accuracy(digits):
+    x, y = digits.test_split()
+    with hwdeploy.predictor(digits.model, "cpu", threads=1) as fp32, \
+            hwdeploy.predictor(digits.model, "cpu", precision="bf16", threads=1) as bf16:
+        reference, logits = logits_of(fp32, x), logits_of(bf16, x)
+        receipt = bf16.receipt()
+    assert receipt.options["precision"] == "bf16" and not receipt.fallback_evidence
+    assert any(e.startswith("precision: ops with bf16 outputs") and "conv2d" in e for e in receipt.evidence)
+    assert not np.allclose(logits, reference, rtol=1e-5, atol=1e-5)  # bf16 really ran
+    assert top1_accuracy(logits, y) >= top1_accuracy(reference, y) - 0.01
+
+
+def test_bf16_that_runs_no_bf16_op_is_refused(digits, monkeypatch):
+    from collections import Counter
+
+    monkeypatch.setattr(cpu_int8, "ops_with_outputs", lambda *args: Counter())
+    with pytest.raises(FallbackError, match="bf16 was asked but no op produced bf16 outputs"):
+        hwdeploy.predictor(digits.model, "cpu", precision="bf16", threads=1)
+
+
+def test_the_command_line_quantizes_with_a_calibration_file(digits, tmp_path, capfd):
+    import json
+
+    from hwdeploy import cli
+
+    first, renamed = tmp_path / "calibration.npz", tmp_path / "same-data.npz"
+    for path in (first, renamed):
+        np.savez(path, x=digits.calibration_split()[:48])
+    argv = ["convert", "zoo:digits_cnn", "--target", cpu_int8.TARGET, "--json", "--option"]
+    assert cli.main(argv + [f"calibration={first}"]) == 0
+    artifact = json.loads(capfd.readouterr().out)
+    assert artifact["metadata"]["quantize_ops"] > 0 and artifact["metadata"]["calibration_rows"] == 48
+    # The cache key follows the data, not the file name: the same rows under another name are the same artifact.
+    assert cli.main(argv + [f"calibration={renamed}"]) == 0
+    again = json.loads(capfd.readouterr().out)
+    assert again["cached"] is True and again["directory"] == artifact["directory"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.full((4, 1, 32, 32), np.nan, np.float32))
+    assert cli.main(argv + [f"calibration={bad}"]) == cli.EXIT_FAIL
+    assert "InputError" in capfd.readouterr().err

@@ -17,7 +17,7 @@ from hwdeploy.sdk.options import MAX_THREADS, Option, OptionSchema
     ({"threads": 0}, "'threads' must be in [1,"),
     ({"threads": True}, "'threads' must be int or None, got True"),
     ({"threads": 2.0}, "'threads' must be int or None"),
-    ({"precision": "int4"}, "'precision' must be one of ['fp32', 'int8']"),
+    ({"precision": "int4"}, "'precision' must be one of ['fp32', 'bf16', 'int8']"),
     ({"turbo": True}, "unknown option(s) ['turbo']"),
 ])
 def test_bad_cpu_options_are_refused_with_what_is_allowed(tiny_mlp, options, message):
@@ -35,7 +35,7 @@ def test_good_options_and_defaults_pass(tiny_mlp):
 def test_the_schema_describes_every_option_for_help_and_docs():
     rows = {row["name"]: row for row in CPU_OPTIONS.describe()}
     assert set(rows) == CPU_OPTIONS.names() and all(row["description"] for row in rows.values())
-    assert rows["threads"]["range"] == [1, MAX_THREADS] and rows["precision"]["choices"] == ["fp32", "int8"]
+    assert rows["threads"]["range"] == [1, MAX_THREADS] and rows["precision"]["choices"] == ["fp32", "bf16", "int8"]
 
 
 def test_an_option_may_take_several_types():

@@ -389,8 +389,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if not args.model:
         raise SystemExit("convert needs MODEL and --target")
     _check_writable(args.out, "--out", directory=True)
+    options = parse_option_pairs(args.option)
+    if "calibration" in options and "calibration_sha256" not in options:
+        # A quantizing target's cache key must follow the calibration data, not its path: check and hash it here,
+        # as hwdeploy.predictor(..., precision="int8") does.
+        from hwdeploy.sdk import calibration
+
+        options.update(calibration.conversion_options(hwdeploy.load_model(args.model), options["calibration"],
+                                                      f"hwdeploy convert --target {args.target}"))
     with _console(stderr=True).status(f"converting {args.model} for {args.target}", spinner="dots"):
-        artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **parse_option_pairs(args.option))
+        artifact = hwdeploy.convert(args.model, args.target, refresh=args.refresh, **options)
     if args.out:
         import shutil
 

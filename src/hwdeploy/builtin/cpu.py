@@ -26,8 +26,8 @@ OPTIONS = OptionSchema("cpu backend", [
     Option("memory_optim", bool, None, "Paddle's memory reuse pass (default: legacy programs only)"),
     Option("optim_cache", bool, True, "cache the optimised program on disk", nullable=False),
     CHECK_FINITE,
-    Option("precision", str, "fp32", "fp32, or int8: Paddle's post-training quantization of the legacy program, run"
-           " on oneDNN int8", choices=("fp32", "int8"), nullable=False),
+    Option("precision", str, "fp32", "fp32; bf16 (oneDNN bfloat16 kernels); int8 (Paddle's post-training quantization"
+           " of the legacy program, run on oneDNN int8)", choices=("fp32", "bf16", "int8"), nullable=False),
     CALIBRATION,
 ])
 
@@ -59,11 +59,24 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
         return cpu_int8.create_predictor(model, device, settings, options)
     if settings["calibration"] is not None:
         raise OptionError("cpu backend: calibration= is only used with precision='int8'")
-    config = pi.make_config(model, threads=settings["threads"], ir_optim=settings["ir_optim"],
-                            onednn=settings["onednn"], memory_optim=settings["memory_optim"],
-                            optim_cache=settings["optim_cache"])
+    def make_config():
+        config = pi.make_config(model, threads=settings["threads"], ir_optim=settings["ir_optim"],
+                                onednn=settings["onednn"], memory_optim=settings["memory_optim"],
+                                optim_cache=settings["optim_cache"], cache_tag=settings["precision"])
+        if settings["precision"] == "bf16" and config.onednn_enabled():
+            config.enable_onednn_bfloat16()
+        return config
+
+    config = make_config()
     blockers = pi.onednn_blockers(model) if settings["onednn"] is None else []
-    predictor = pi.PaddleInferencePredictor(model, device, config, options=options,
+    receipt_extra = None
+    if settings["precision"] == "bf16":
+        if not config.onednn_enabled():
+            raise OptionError(f"cpu backend: precision='bf16' runs on oneDNN, which is off for this model"
+                              f" ({blockers or 'onednn=False'})")
+        bf16_ops = cpu_int8.ops_with_outputs(model, make_config(), ("paddle.bfloat16",))
+        receipt_extra = cpu_int8.precision_receipt("bf16", bf16_ops)
+    predictor = pi.PaddleInferencePredictor(model, device, config, options=options, receipt_extra=receipt_extra,
                                             check_finite=settings["check_finite"])
     if blockers:
         predictor.notes.append(f"oneDNN disabled: Paddle {pi.paddle_version()} cannot run {blockers} with oneDNN")

@@ -83,8 +83,7 @@ def quantize_in_child(program: str, params: str, calibration_npz: str, names: li
 def quantize(model: Model, options: dict[str, Any], output_dir: Path) -> Artifact:
     """The ``paddle-int8`` conversion of a legacy program."""
     settings = CONVERSION_OPTIONS.check(options)
-    if model.format != "legacy":
-        raise OptionError(f"{TARGET} conversion: {model.program} is not a legacy .pdmodel program: {WHY_LEGACY}")
+    model = legacy_of(model)  # a zoo model's legacy export; anything else without one is refused with the reason
     names, arrays, sha = calibration.load_checked(model, settings, f"{TARGET} conversion")
     result = run_probe(f"{__name__}:quantize_in_child",
                        [str(model.program), str(model.params), settings["calibration"], names, str(output_dir)],
@@ -135,7 +134,7 @@ def create_predictor(model: Model, device, settings: dict[str, Any], options: di
     predictor = PaddleInt8Predictor(model, quantized, device, make_config, receipt_extra=precision_receipt,
                                     options={k: v for k, v in options.items() if k != "calibration"},
                                     check_finite=settings["check_finite"])
-    executed.update(_integer_ops(quantized, make_config(), predictor.inputs))
+    executed.update(ops_with_outputs(quantized, make_config(), _INTEGER_DTYPES, predictor.inputs))
     predictor.notes.append(f"precision: int8 program {artifact.directory} ({TARGET}: {artifact.metadata['quantizer']},"
                            f" {artifact.metadata['quantize_ops']} quantize_linear ops), run with oneDNN int8 on the"
                            " legacy IR")
@@ -183,15 +182,16 @@ def create_quietly(config, quantized: Model):
     return predictor, [f"{n} {what.strip()}" for n, what in found if int(n)]
 
 
-def _integer_ops(quantized: Model, config, inputs) -> Counter:
-    """Ops whose outputs are int8/uint8 when a predictor of its own runs once on made-up inputs (Paddle's per-op
-    output hook; the hook stays on that probe, never on the predictor handed out)."""
+def ops_with_outputs(model: Model, config, dtypes: tuple[str, ...], inputs=None) -> Counter:
+    """Ops whose outputs have one of ``dtypes`` when a predictor of its own runs once on made-up inputs (Paddle's
+    per-op output hook; the hook stays on that probe, never on the predictor handed out)."""
     from hwdeploy.sdk.inputs import random_inputs
 
-    probe, _log = create_quietly(config, quantized)
+    inputs = pi.program_io(model)[0] if inputs is None else inputs
+    probe, _log = create_quietly(config, model)
     seen: Counter = Counter()
     probe.register_output_hook(lambda op_type, _name, tensor: seen.update(
-        [op_type] if str(tensor.dtype) in _INTEGER_DTYPES else []))
+        [op_type] if str(tensor.dtype) in dtypes else []))
     try:
         for spec, array in zip(inputs, random_inputs(inputs)):
             handle = probe.get_input_handle(spec.name)
@@ -199,6 +199,18 @@ def _integer_ops(quantized: Model, config, inputs) -> Counter:
             handle.copy_from_cpu(array)
         probe.run()
     except Exception as exc:  # Paddle raises RuntimeError/ValueError with C++ context
-        raise BackendError(f"Paddle's oneDNN int8 cannot run {quantized.program.parent.name}/{quantized.program.name}:"
-                           f" {pi.first_line(exc)}") from exc
+        raise BackendError(f"Paddle's oneDNN kernels cannot run {model.program.parent.name}/{model.program.name} in"
+                           f" {' / '.join(dtypes)}: {pi.first_line(exc)}") from exc
     return seen
+
+
+def precision_receipt(precision: str, executed: Counter):
+    """A ``receipt_extra`` that sets ``options["precision"]`` to what the probe saw run, and refuses a silent fp32."""
+    def extra(receipt) -> None:
+        receipt.options["precision"] = precision if executed else "fp32"
+        listed = ", ".join(f"{op} x{n}" for op, n in sorted(executed.items())) or "none"
+        receipt.evidence.append(f"precision: ops with {precision} outputs in a probe run (Paddle's output hook): {listed}")
+        if not executed:
+            receipt.fallback_evidence.append(f"{precision} was asked but no op produced {precision} outputs in the"
+                                             " probe run: Paddle ran the program in fp32")
+    return extra
