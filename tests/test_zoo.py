@@ -55,7 +55,7 @@ def assert_unit_scale(output: np.ndarray, batch: int) -> None:
 # ------------------------------------------------------------------------------------------- catalogue
 
 def test_names_and_entries():
-    assert zoo.TASKS == ("classification", "segmentation", "sequence", "regression")
+    assert zoo.TASKS == ("classification", "segmentation", "sequence", "regression", "detection")
     assert set(zoo.names()) >= EXPECTED
     for name in zoo.names():
         e = zoo.entry(name)
@@ -323,3 +323,36 @@ def test_digits_cnn_rebuild_is_bit_identical(tmp_path, monkeypatch):
         assert (rebuilt.directory / "data" / f"{split}.npz").read_bytes() == \
             (reference.directory / "data" / f"{split}.npz").read_bytes()
     assert rebuilt.build_info["training"]["train_seconds"] < 60
+
+
+# ------------------------------------------------------------------------------------------- detector
+
+def test_the_detector_samples_positive_scale_factors():
+    image, scale = zoo.sample_inputs("tiny_detector", batch=64, seed=1)
+    assert image.shape == (64, 3, zoo.DETECTOR_SIZE, zoo.DETECTOR_SIZE) and scale.shape == (64, 2)
+    lo, hi = zoo.SCALE_RANGE
+    assert lo <= scale.min() and scale.max() <= hi and len(np.unique(scale)) == scale.size
+    assert zoo.entry("tiny_detector").to_dict()["nms"] == zoo.DETECTOR_NMS
+
+
+@pytest.mark.slow
+def test_the_detector_runs_nms_and_its_boxes_vary_per_image():
+    """multiclass_nms3's layout (rows class, score, x1..y2; boxes per image), scores above the threshold, fewer
+    boxes than keep_top_k per image on average (the background prior), and the scale_factor really applied."""
+    z = zoo.get("tiny_detector")
+    assert z.model.metadata["task"] == "detection" and z.model.metadata["nms"] == zoo.DETECTOR_NMS
+    assert z.legacy is None and "legacy unavailable" in z.legacy_error  # Paddle 3.3 cannot trace its NMS there
+    assert z.build_info["calibration"]["fp32_vs_fp64_rel_l2"] < 1e-4
+    p = hwdeploy.predictor(z.model, device="cpu")
+    image, scale = z.sample_inputs(batch=4, seed=2)
+    rows, counts = p.run(image, scale)
+    assert rows.shape == (counts.sum(), 6) and counts.dtype == np.int32
+    assert len(set(counts.tolist())) > 1 and counts.mean() < zoo.DETECTOR_NMS["keep_top_k"]
+    assert rows[:, 1].min() > zoo.DETECTOR_NMS["score_threshold"]
+    assert set(np.unique(rows[:, 0]).astype(int)) <= set(range(zoo.DETECTOR_CLASSES))
+    # Boxes are divided by scale_factor: twice the scale, half the coordinates (same scores, same boxes).
+    rows2, counts2 = p.run(image, scale * 2)
+    np.testing.assert_array_equal(counts2, counts)
+    np.testing.assert_allclose(rows2[:, 2:], rows[:, 2:] / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(rows2[:, :2], rows[:, :2])
+    p.close()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -92,3 +93,42 @@ def test_pytest_plugin_turns_checks_into_items(fault_env, models, tmp_path):
         "mlp/fp32/load": "pass", "mlp/fp32/parity": "fail", "mlp/fp32/determinism": "xpass"}
     assert data["summary"]["unexpected_passes"] == ["mlp/fp32/determinism"]
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+
+
+def test_several_devices_run_in_parallel_with_one_report_each(fault_env, models, tmp_path):
+    """--device cpu,faultnondet,npu:7 --jobs 2: three independent runs, two at a time, one report (and JUnit
+    file and log) per device; the exit status is the worst of them (npu:7 does not exist here: 2)."""
+    report, junit = tmp_path / "lab" / "run.json", tmp_path / "lab" / "run.xml"
+    proc = run([sys.executable, "-m", "hwdeploy", "conformance", "--device", "cpu,faultnondet,npu:7", "--jobs", "2",
+                "--models", str(models["mlp"]), "--config", str(fault_env["config"]),
+                "--checks", "reference,parity,determinism", "--report", str(report), "--junit", str(junit)],
+               tmp_path, timeout=900)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    reports = {d: json.loads((tmp_path / "lab" / f"run.{stem}.json").read_text())
+               for d, stem in (("cpu", "cpu"), ("faultnondet", "faultnondet"), ("npu:7", "npu_7"))}
+    for device, data in reports.items():
+        assert data["requested_device"] == device
+        assert (tmp_path / "lab" / f"run.{device.replace(':', '_')}.xml").exists()
+        assert (tmp_path / "lab" / f"run.{device.replace(':', '_')}.log").read_text().strip()
+    assert [reports[d]["exit_code"] for d in ("cpu", "faultnondet", "npu:7")] == [0, 1, 2]
+    by_id = {c["id"]: c for c in reports["faultnondet"]["checks"]}
+    assert by_id["mlp/fp32/determinism"]["status"] == "failed"
+    assert reports["cpu"]["summary"]["verdict"] == "incomplete"  # a subset of the checks is never conformant
+    # Two at a time: the first two overlapped, the third began only once one of them had finished.
+    spans = {d: (time.mktime(time.strptime(r["created"], "%Y-%m-%dT%H:%M:%S%z")), r["duration_s"])
+             for d, r in reports.items()}
+    (a0, ad), (b0, bd), (c0, _) = spans["cpu"], spans["faultnondet"], spans["npu:7"]
+    assert max(a0, b0) <= min(a0 + ad, b0 + bd) + 1, spans
+    assert c0 >= min(a0 + ad, b0 + bd) - 1, spans
+    for device in ("cpu", "faultnondet", "npu:7"):
+        assert f"{device}: " in proc.stdout and "report: " in proc.stdout
+    assert "3 devices, 2 at a time" in proc.stdout
+
+
+def test_parallel_runs_refuse_a_device_named_twice(tmp_path):
+    proc = run([str(SCRIPTS / "hwdeploy"), "conformance", "--device", "cpu,cpu", "--report",
+                str(tmp_path / "r.json")], tmp_path)
+    assert proc.returncode == 2 and "cpu more than once" in proc.stderr
+    proc = run([str(SCRIPTS / "hwdeploy"), "conformance", "--device", "cpu", "--jobs", "0"], tmp_path)
+    assert proc.returncode == 2 and "--jobs must be at least 1" in proc.stderr
+    assert not list(tmp_path.glob("*.json"))

@@ -41,3 +41,26 @@ def test_per_op_fallback_on_a_custom_device_is_reported_with_reasons(run_suite, 
     seqreg = by_id["seqreg/fp32/fallback_receipt"]["figures"]["off_device_ops_by_reason"]
     assert {op.split()[0] for op in seqreg[NO_KERNEL]} >= {"embedding", "tanh"}, seqreg
     assert "no kernel on the device" in by_id["seqreg/fp32/fallback_receipt"]["message"]
+
+
+def test_a_detector_with_nms_passes_parity_on_the_simulated_npu(sim_npu_root, fault_env, monkeypatch):
+    """The zoo's tiny_detector (multiclass_nms3, inputs image and scale_factor) on the simulated npu: the numbers
+    differ from the CPU's by roundings (its own conv kernels), the detections match; NMS itself has no kernel
+    there and the receipt says so."""
+    from hwdeploy.contract.receipt import NO_KERNEL
+    from hwdeploy_conformance import Conformance, build_report
+
+    monkeypatch.setenv("CUSTOM_DEVICE_ROOT", str(sim_npu_root))
+    conformance = Conformance("npu:0", ["zoo:tiny_detector"], config=fault_env["config"],
+                              only=["parity", "fallback_receipt"])
+    conformance.run()
+    report = build_report(conformance)
+    by_id = {c["id"]: c for c in report["checks"]}
+    parity = by_id["tiny_detector/fp32/parity"]
+    assert parity["status"] == "passed", parity["message"]
+    assert "detections matched by class and IoU" in parity["message"]
+    assert parity["figures"]["worst"]["worst_score_error"] <= 5e-4
+    receipt = by_id["tiny_detector/fp32/fallback_receipt"]
+    assert receipt["status"] == "failed"
+    off = receipt["figures"]["off_device_ops_by_reason"][NO_KERNEL]
+    assert any(op.startswith("multiclass_nms3") for op in off), off

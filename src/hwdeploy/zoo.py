@@ -1,4 +1,4 @@
-"""The built-in model zoo: seven real architectures, built with Paddle on first use and cached.
+"""The built-in model zoo: nine real architectures, built with Paddle on first use and cached.
 
     from hwdeploy import zoo
     zoo.names()                       # ['mlp', 'mobilenet_v2', 'resnet18', ...]
@@ -56,7 +56,7 @@ ZOO_VERSION = "2"
 CALIBRATION_SEED = 20240917
 CALIBRATION_BATCH = 16
 BUILD_TIMEOUT = 600.0
-TASKS = ("classification", "segmentation", "sequence", "regression")
+TASKS = ("classification", "segmentation", "sequence", "regression", "detection")
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,10 @@ class ZooInput:
 
     ``example_shape`` gives the size used for dynamic dimensions other than
     the batch (``-1`` in it stands for the batch), e.g. the sequence length.
-    ``distribution`` is ``"normal"`` (N(0, 1), like normalised images) or
-    ``"tokens"`` (integers uniform in ``[0, high)``).
+    ``distribution`` is ``"normal"`` (N(0, 1), like normalised images),
+    ``"tokens"`` (integers uniform in ``[0, high)``) or ``"scale"`` (a
+    detector's resize factors, uniform in ``SCALE_RANGE``: positive, as a
+    preprocessor makes them).
     """
 
     name: str
@@ -90,10 +92,13 @@ class ZooInput:
             return rng.standard_normal(shape).astype(self.dtype)
         if self.distribution == "tokens":
             return rng.integers(0, self.high, size=shape).astype(self.dtype)
+        if self.distribution == "scale":
+            return rng.uniform(*SCALE_RANGE, size=shape).astype(self.dtype)
         raise ValueError(f"unknown distribution {self.distribution!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        dist = "normal(0,1)" if self.distribution == "normal" else f"uniform integers in [0,{self.high})"
+        dist = {"normal": "normal(0,1)", "scale": f"uniform in [{SCALE_RANGE[0]:g},{SCALE_RANGE[1]:g}]"}.get(
+            self.distribution, f"uniform integers in [0,{self.high})")
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "distribution": dist,
                 "example_shape": list(self.example_shape or self.shape)}
 
@@ -109,11 +114,16 @@ class ZooEntry:
     batch_range: tuple[int, int] = (1, 8)
     #: Output layout in words (``"logits [N, 1000]"``).
     output: str = ""
+    #: A detector's NMS settings (``multiclass_nms3``'s attributes), which detection-aware parity needs.
+    nms: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "task": self.task,
-                "inputs": [i.to_dict() for i in self.inputs], "batch_range": list(self.batch_range),
-                "output": self.output}
+        out = {"name": self.name, "description": self.description, "task": self.task,
+               "inputs": [i.to_dict() for i in self.inputs], "batch_range": list(self.batch_range),
+               "output": self.output}
+        if self.nms:
+            out["nms"] = dict(self.nms)
+        return out
 
 
 def _image(size: int) -> ZooInput:
@@ -132,6 +142,14 @@ DIGITS_CALIBRATION = 64
 DIGITS_EPOCHS = 6
 DIGITS_BATCH = 64
 _TOKENS = ZooInput("tokens", (-1, -1), "int64", "tokens", high=VOCAB, example_shape=(-1, 32))
+#: A detector's scale_factor (resized / original, per axis) as a preprocessor makes it: always positive.
+SCALE_RANGE = (0.5, 2.0)
+DETECTOR_SIZE = 64
+DETECTOR_CLASSES = 3
+#: multiclass_nms3 as PaddleDetection's exports call it (PP-PicoDet's settings, scaled to 64 anchors).
+DETECTOR_NMS = {"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 64, "keep_top_k": 20,
+                "background_label": -1}
+DETECTOR_BACKGROUND_LOGIT = 2.5  # score logits shifted down by this: sigmoid(-2.5) = 0.08 for an average cell
 
 _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("mlp", "3-layer perceptron (64 -> 128 -> 128 -> 8, ReLU)", "regression",
@@ -158,6 +176,14 @@ _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("unet_small", "2-level U-Net: conv-BN-ReLU blocks, max-pool down, 2x2 transposed-conv up, skip"
              " concatenations, 4-class per-pixel head; 64x64 RGB", "segmentation",
              (_image(64),), output="per-pixel logits [N, 4, 64, 64]"),
+    ZooEntry("tiny_detector", f"Anchor-free detector in PP-PicoDet's layout: 3 stride-2 conv-BN-ReLU stages"
+             f" ({DETECTOR_SIZE}x{DETECTOR_SIZE} RGB -> 8x8 cells), per-cell class scores (sigmoid,"
+             f" {DETECTOR_CLASSES} classes) and box distances (exp), boxes divided by scale_factor, then"
+             f" multiclass_nms3 (score > {DETECTOR_NMS['score_threshold']}, IoU {DETECTOR_NMS['nms_threshold']},"
+             f" keep {DETECTOR_NMS['keep_top_k']} per image)", "detection",
+             (_image(DETECTOR_SIZE), ZooInput("scale_factor", (-1, 2), "float32", "scale")), batch_range=(1, 4),
+             output="bbox [K, 6] (class, score, x1, y1, x2, y2; K = sum of bbox_num), bbox_num [N] int32",
+             nms=DETECTOR_NMS),
 ]}
 
 
@@ -333,6 +359,8 @@ def _load(e: ZooEntry, directory: Path) -> ZooModel:
         raise ModelError(f"{info_path}: unreadable zoo build record ({exc})", info_path) from None
     metadata_ = {"zoo": e.name, "zoo_version": ZOO_VERSION, "task": e.task, "batch_range": list(e.batch_range),
                  "inputs": [i.to_dict() for i in e.inputs], "output": e.output, "description": e.description}
+    if e.nms:
+        metadata_["nms"] = dict(e.nms)
     model = load_model(directory / "pir" / f"{e.name}.json")
     model.metadata.update(metadata_)
     legacy = None
@@ -401,11 +429,21 @@ def _build_pir(name: str, out_dir: str) -> dict[str, Any]:
     else:
         calib = [paddle.to_tensor(a) for a in sample_inputs(name, CALIBRATION_BATCH, CALIBRATION_SEED)]
         _calibrate_batch_norms(layer, calib)
-        scale = _normalise_head(layer, head, calib, entry(name).task)
+        if entry(name).task == "detection":  # both heads unit-scale per channel: scores spread around 0.5
+            scale = {f"{h}_{k}": v for h in ("cls", "reg")
+                     for k, v in _normalise_head(layer.head_only(h), getattr(layer, h), calib, "segmentation").items()}
+            # A detector's prior (as RetinaNet and PicoDet initialise it): most cells are background, so the
+            # number of boxes above the score threshold varies per image instead of always filling keep_top_k.
+            layer.cls.bias.set_value(layer.cls.bias.numpy() - DETECTOR_BACKGROUND_LOGIT)
+            scale["cls_background_logit"] = DETECTOR_BACKGROUND_LOGIT
+        else:
+            scale = _normalise_head(layer, head, calib, entry(name).task)
     state = {k: v.numpy() for k, v in layer.state_dict().items()}
     np.savez(Path(out_dir) / "weights.npz", **state)
     _save(layer, name, Path(out_dir) / "pir")
-    scale["fp32_vs_fp64_rel_l2"] = _fp32_sensitivity(layer, [t[:4] for t in calib])
+    # NMS outputs have data-dependent shapes (and no float64 kernel): a detector's figure is its score head's.
+    sensitive = layer.head_only("cls") if entry(name).task == "detection" else layer
+    scale["fp32_vs_fp64_rel_l2"] = _fp32_sensitivity(sensitive, [t[:4] for t in calib])
     return {"params": int(sum(int(np.prod(p.shape)) for p in layer.parameters())), "calibration": scale,
             "pir_build_seconds_in_child": round(time.monotonic() - started, 2), **extra}
 
@@ -756,8 +794,51 @@ def _make_layer(name: str):
         def forward(self, x):
             return self.head(paddle.flatten(self.pool(self.features(x)), 1))
 
+    class HeadOnly(nn.Layer):
+        """A detector up to one raw head (no decoding, no NMS): what calibration and fp64 sensitivity see."""
+
+        def __init__(self, detector, head):
+            super().__init__()
+            self.detector, self.head = detector, head
+
+        def forward(self, image, scale_factor=None):
+            return self.head(self.detector.features(image))
+
+    class TinyDetector(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(conv_bn(3, 16, 3, 2, act=nn.ReLU),    # 32x32
+                                          conv_bn(16, 32, 3, 2, act=nn.ReLU),   # 16x16
+                                          conv_bn(32, 32, 3, 2, act=nn.ReLU))   # 8x8 cells, stride 8
+            self.cls = nn.Conv2D(32, DETECTOR_CLASSES, 1)
+            self.reg = nn.Conv2D(32, 4, 1)  # distances to the left, top, right, bottom edge, in strides
+            self.head = self.cls
+
+        def head_only(self, name):
+            return HeadOnly(self, getattr(self, name))
+
+        def forward(self, image, scale_factor):
+            f = self.features(image)
+            cells = f.shape[2] * f.shape[3]
+            stride = DETECTOR_SIZE / f.shape[3]
+            ys, xs = paddle.meshgrid(paddle.arange(f.shape[2], dtype="float32"),
+                                     paddle.arange(f.shape[3], dtype="float32"))
+            cx, cy = (xs + 0.5) * stride, (ys + 0.5) * stride
+            d = paddle.exp(self.reg(f).clip(-3.0, 3.0)) * stride  # [N, 4, H, W]
+            boxes = paddle.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=-1)
+            boxes = boxes.reshape([-1, cells, 4])
+            # Back to the original image: scale_factor is [scale_y, scale_x], as PaddleDetection's preprocessors give.
+            sy, sx = scale_factor[:, 0:1], scale_factor[:, 1:2]
+            boxes = boxes / paddle.concat([sx, sy, sx, sy], axis=-1).unsqueeze(1)
+            scores = F.sigmoid(self.cls(f)).reshape([-1, DETECTOR_CLASSES, cells])
+            n = DETECTOR_NMS
+            bbox, _index, bbox_num = paddle._C_ops.multiclass_nms3(
+                boxes, scores, None, n["score_threshold"], n["nms_top_k"], n["keep_top_k"], n["nms_threshold"],
+                True, 1.0, n["background_label"])  # normalized=True: IoU without the +1 of pixel boxes
+            return bbox, bbox_num
+
     makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall,
-              "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet}
+              "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet, "tiny_detector": TinyDetector}
     if name not in makers:
         entry(name)  # raises with the list of names
         raise AssertionError(f"zoo entry {name!r} has no builder")

@@ -24,7 +24,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = HELP
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--device", help="device to certify, e.g. npu:0, gpu:1 (required unless merging)")
+    parser.add_argument("--device", help="device to certify, e.g. npu:0, gpu:1 (required unless merging); several,"
+                                         " comma-separated (npu:0,npu:1), run in parallel, one report each")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="with several devices: at most N runs at a time (default: all at once)")
     parser.add_argument("--backend", help="the device's backend, when several provide its kind (e.g. cpu)")
     parser.add_argument("--models", nargs="+", default=["zoo"], metavar="zoo|zoo:NAME|PATH",
                         help="models: 'zoo' (all zoo models), 'zoo:NAME', or model paths (default: zoo)")
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print("hwdeploy conformance: the following arguments are required: --device"
               " (or: hwdeploy conformance merge REPORT... --out DIR)", file=sys.stderr)
         return 2
+    devices = [d.strip() for d in args.device.split(",")]
+    if len(devices) > 1 or args.jobs is not None:
+        from hwdeploy_conformance.parallel import run_devices
+
+        return run_devices(args, devices)
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -120,6 +120,8 @@ class ModelSettings:
     dims: int = 8  # size used for dynamic non-batch dimensions of models without sample inputs
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per input: {"range": [lo, hi]}
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # per precision
+    #: A detector's NMS settings (score_threshold, nms_threshold, keep_top_k): what may flip a detection.
+    nms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,6 +178,21 @@ def _tolerance_fields(data: Any, where: str) -> dict[str, float]:
     return out
 
 
+#: The NMS attributes detection parity reads ([models.NAME.nms], or the program's NMS op).
+NMS_FIELDS = ("score_threshold", "nms_threshold", "keep_top_k")
+
+
+def _nms_table(data: Any, where: str) -> dict[str, float]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table of NMS settings, got {data!r}")
+    for key, value in data.items():
+        if key not in NMS_FIELDS:
+            raise ConfigError(f"{where}: unknown NMS setting {key!r}; known: {', '.join(NMS_FIELDS)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+    return dict(data)
+
+
 def _precision(name: str, where: str) -> str:
     if name not in DEFAULT_TOLERANCES:
         raise ConfigError(f"{where}: unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
@@ -216,7 +233,7 @@ def load_config(path: str | Path | None) -> VendorConfig:
                 op_table, f"[tolerances.{precision}.ops.{op!r}]")
     for name, table in data.get("models", {}).items():
         settings = ModelSettings()
-        unknown = set(table) - {"task", "batch_range", "dims", "inputs", "tolerances"}
+        unknown = set(table) - {"task", "batch_range", "dims", "inputs", "tolerances", "nms"}
         if unknown:
             raise ConfigError(f"{path}: [models.{name}] unknown key(s) {sorted(unknown)}")
         if "task" in table:
@@ -229,6 +246,7 @@ def load_config(path: str | Path | None) -> VendorConfig:
         if "dims" in table:
             settings.dims = int(table["dims"])
         settings.inputs = {k: dict(v) for k, v in table.get("inputs", {}).items()}
+        settings.nms = _nms_table(table.get("nms", {}), f"{path}: [models.{name}.nms]")
         for precision, tol in table.get("tolerances", {}).items():
             _precision(precision, f"{path}: [models.{name}.tolerances.{precision}]")
             settings.tolerances[precision] = _tolerance_fields(tol, f"[models.{name}.tolerances.{precision}]")

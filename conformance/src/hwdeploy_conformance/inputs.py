@@ -37,6 +37,9 @@ class _Stats:
     lo: float = -1.0
     hi: float = 1.0
     tail: tuple[int, ...] | None = None  # non-batch dims seen in the sample
+    #: Values outside [lo, hi] are invalid input, not a harder test: a configured range, or a sample that is
+    #: never negative (a detector's scale_factor: a negative scale turns boxes inside out before NMS).
+    bounded: bool = False
 
 
 class InputMaker:
@@ -81,12 +84,13 @@ class InputMaker:
             if sample is not None:
                 a = np.asarray(sample[i], dtype=np.float64)
                 stats = _Stats(kind, float(a.mean()), float(a.std()) or 1.0, float(a.min()), float(a.max()),
-                               tuple(a.shape[1:]))
+                               tuple(a.shape[1:]), bounded=bool(a.size) and float(a.min()) >= 0)
             elif kind == "i":
                 stats = _Stats(kind, lo=0, hi=15)
             configured = self.settings.get(spec.name, {}).get("range")
             if configured:
                 stats.lo, stats.hi = float(configured[0]), float(configured[1])
+                stats.bounded = True
                 if kind == "f":
                     stats.mean, stats.std = (stats.lo + stats.hi) / 2, (stats.hi - stats.lo) / 4 or 1.0
             out.append(stats)
@@ -123,6 +127,8 @@ class InputMaker:
             return values.astype(dtype)
         if case.distribution == "normal":
             values = rng.normal(stats.mean, stats.std, size=shape)
+            if stats.bounded:
+                values = np.clip(values, stats.lo, stats.hi)
         else:
             values = rng.uniform(stats.lo, stats.hi, size=shape) if stats.hi > stats.lo else rng.uniform(-1, 1, shape)
         return values.astype(dtype)

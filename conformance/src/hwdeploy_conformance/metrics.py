@@ -14,6 +14,7 @@ import numpy as np
 from hwdeploy.sdk.testing import rel_l2  # ||dev - ref|| / ||ref||: the one implementation, shared with plugin tests
 
 from hwdeploy_conformance.config import Tolerance
+from hwdeploy_conformance.detection import NmsSettings, compare_detections, find_layout
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -83,14 +84,32 @@ def class_axis(task: str | None, shape: Sequence[int], dtype: np.dtype) -> int |
 
 
 def compare_outputs(dev: Sequence[np.ndarray], ref: Sequence[np.ndarray], tol: Tolerance, task: str | None,
-                    names: Sequence[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
-    """Judge every output; returns (problems, per-output figures). No problems means within tolerance."""
+                    names: Sequence[str] | None = None,
+                    nms: NmsSettings | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Judge every output; returns (problems, per-output figures). No problems means within tolerance.
+
+    A detector's NMS outputs (``task="detection"``) are judged as sets of boxes
+    (:mod:`hwdeploy_conformance.detection`), everything else element-wise.
+    """
     problems: list[str] = []
     figures: list[dict[str, Any]] = []
     if len(dev) != len(ref):
         return [f"device returned {len(dev)} outputs, the reference {len(ref)}"], figures
+    name_of = lambda i: names[i] if names and i < len(names) else f"output{i}"  # noqa: E731
+    judged: set[int] = set()
+    layout = find_layout(ref) if task == "detection" else None
+    if layout is not None:
+        found, fig = compare_detections(dev, ref, layout, tol, nms or NmsSettings(), name_of(layout.boxes))
+        problems += found
+        figures.append(fig)
+        for extra in (layout.counts, layout.index):
+            if extra is not None:
+                figures.append({"output": name_of(extra), "judged_as": f"part of {name_of(layout.boxes)}"})
+        judged = {i for i in (layout.boxes, layout.counts, layout.index) if i is not None}
     for i, (d, r) in enumerate(zip(dev, ref)):
-        name = names[i] if names and i < len(names) else f"output{i}"
+        if i in judged:
+            continue
+        name = name_of(i)
         d, r = np.asarray(d), np.asarray(r)
         fig: dict[str, Any] = {"output": name, "shape": list(r.shape), "dtype": str(r.dtype)}
         figures.append(fig)

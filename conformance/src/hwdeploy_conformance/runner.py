@@ -21,6 +21,7 @@ from typing import Any, Callable
 from hwdeploy_conformance import checks as C
 from hwdeploy_conformance.config import (ConfigError, ExpectedFailures, VendorConfig, load_config,
                                          load_expected_failures)
+from hwdeploy_conformance.config import NMS_FIELDS
 
 DEFAULT_BATCH_RANGE = (1, 4)
 
@@ -41,6 +42,8 @@ class ModelInfo:
     ops: list[str] = field(default_factory=list)
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dims: int = 8
+    #: A detector's NMS settings (config [models.NAME.nms], else the program's NMS op): detection parity.
+    nms: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -425,24 +428,44 @@ def resolve_models(args: list[str], config: VendorConfig) -> list[ModelInfo]:
             raise ConfigError(f"could not prepare zoo models {zoo_names}: {probe.error}\n{probe.stderr_tail}")
         for d in probe.value:
             settings = config.model(d["name"])
+            nms = settings.nms or _nms(d["program"], d["format"])
             infos.append(ModelInfo(d["name"], "zoo", d["program"], d["params"], d["format"], d["sha256"],
                                    settings.task or d["task"], settings.batch_range or tuple(d["batch_range"]),
                                    zoo=d["zoo"], ops=_ops(d["program"], d["format"]), inputs=settings.inputs,
-                                   dims=settings.dims))
+                                   dims=settings.dims, nms=nms))
     for path in paths:
         model = load_model(path)
         name = model.name or Path(path).name
         while any(i.name == name for i in infos):
             name += "_"
         settings = config.model(name)
+        nms = settings.nms or _nms(str(model.program), model.format)
+        # A program ending in NMS is a detector, whatever the config forgot to say.
+        task = settings.task or model.metadata.get("task") or ("detection" if nms else None)
         infos.append(ModelInfo(name, str(path), str(model.program), str(model.params) if model.params else None,
-                               model.format, model.sha256, settings.task or model.metadata.get("task"),
+                               model.format, model.sha256, task,
                                settings.batch_range or tuple(model.metadata.get("batch_range", DEFAULT_BATCH_RANGE)),
                                ops=_ops(str(model.program), model.format), inputs=settings.inputs,
-                               dims=settings.dims))
+                               dims=settings.dims, nms=nms))
     if not infos:
         raise ConfigError("no models to test (--models)")
     return infos
+
+
+#: Paddle's NMS ops (PaddleDetection exports), whose attributes say what may flip a detection.
+NMS_OPS = ("pd_op.multiclass_nms3", "pd_op.multiclass_nms", "pd_op.matrix_nms")
+
+
+def _nms(program: str, fmt: str) -> dict[str, Any] | None:
+    """The NMS settings of a PIR program's (first) NMS op, or None (legacy programs: set them in the config)."""
+    if fmt != "pir":
+        return None
+    from hwdeploy.sdk import paddle_format
+
+    for op in paddle_format.iter_all_ops(paddle_format.load_pir_program(Path(program)).ops):
+        if op.type in NMS_OPS:
+            return {k: op.attrs[k] for k in NMS_FIELDS if isinstance(op.attrs.get(k), (int, float))}
+    return None
 
 
 def _ops(program: str, fmt: str) -> list[str]:

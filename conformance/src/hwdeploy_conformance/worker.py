@@ -29,6 +29,7 @@ import numpy as np
 from hwdeploy_conformance.checks import BLOCKED, BY_NAME, ERROR, FAILED, PASSED, SKIPPED
 from hwdeploy_conformance.config import LOW_PRECISIONS, CheckSettings, Tolerance
 from hwdeploy_conformance.inputs import InputCase, InputMaker
+from hwdeploy_conformance.detection import NmsSettings
 from hwdeploy_conformance.metrics import compare_outputs, max_rel_l2, rms
 from hwdeploy_conformance.trend import theil_sen
 
@@ -71,6 +72,7 @@ class Case:
         self.tol = Tolerance(**spec["tolerance"])
         self.model_spec: dict[str, Any] = spec["model"]
         self.task: str | None = self.model_spec.get("task")
+        self.nms = NmsSettings.of(self.model_spec.get("nms"))
         self.device_id: str = spec["device"]
         self.backend: str | None = spec.get("backend")
         self.dev = None
@@ -146,7 +148,7 @@ class Case:
                          self.settings.seed * 1000 + seed)
 
     def compare(self, dev_out, ref_out) -> tuple[list[str], list[dict[str, Any]]]:
-        return compare_outputs(dev_out, ref_out, self.tol, self.task, self.names)
+        return compare_outputs(dev_out, ref_out, self.tol, self.task, self.names, self.nms)
 
     def close(self) -> None:
         for p in (self.dev, getattr(self, "ref", None)):
@@ -256,8 +258,16 @@ def check_parity(case: Case) -> Outcome:
             evidence.append(f"fails at batch sizes {figures['failing_batches']},"
                             f" passes at {figures['passing_batches']}")
         return Outcome(FAILED, "; ".join(failure["problems"]), figures, evidence)
-    return Outcome(PASSED, f"{len(records)} input(s), batch sizes {figures['passing_batches']}: worst rel-L2"
-                   f" {figures['worst'].get('rel_l2', 0):.3g} (<= {case.tol.rel_l2:g})", figures)
+    worst = figures["worst"]
+    judged = []
+    if "rel_l2" in worst or "worst_score_error" not in worst:
+        judged.append(f"worst rel-L2 {worst.get('rel_l2', 0):.3g} (<= {case.tol.rel_l2:g})")
+    if "worst_score_error" in worst:
+        judged.append(f"detections matched by class and IoU, worst score error {worst['worst_score_error']:.3g}"
+                      f" and box error {worst['worst_coordinate_error']:.3g} (<= {case.tol.max_abs:g}),"
+                      f" {int(worst['excused_count'])} one-sided near a threshold")
+    return Outcome(PASSED, f"{len(records)} input(s), batch sizes {figures['passing_batches']}: {'; '.join(judged)}",
+                   figures)
 
 
 def _parity_figures(records: list[dict[str, Any]], case: Case) -> dict[str, Any]:
@@ -270,6 +280,9 @@ def _parity_figures(records: list[dict[str, Any]], case: Case) -> dict[str, Any]
             for key in ("cosine", "top1", "top5", "int_match"):
                 if key in fig:
                     worst[key] = min(worst.get(key, 1.0), fig[key])
+            for key in ("worst_score_error", "worst_coordinate_error", "excused_count"):  # detections
+                if key in fig:
+                    worst[key] = max(worst.get(key, 0.0), fig[key])
     failing = sorted({r["case"]["batch"] for r in records if r["problems"]})
     passing = sorted({r["case"]["batch"] for r in records if not r["problems"]})
     return {"examples": len(records), "worst": worst, "failing_batches": failing, "passing_batches": passing,
@@ -592,7 +605,11 @@ def check_fallback_timing(case: Case) -> Outcome:
                "thresholds": {"host_cpu_ratio": s.timing_cpu_ratio, "wall_ratio": s.timing_wall_ratio},
                "host_compute": declared, "host_compute_source": source, "why_timing": why,
                "receipt_ops_known": receipt.ops_known}
-    claim = (" although the receipt claims complete per-op placement on the device" if receipt.ops_known else "")
+    claim = ""
+    if receipt.ops_known:
+        off = receipt.off_device_ops()
+        claim = (f"; the receipt agrees: {len(off)} op(s) off the device" if off
+                 else " although the receipt claims complete per-op placement on the device")
     if cpu_ratio >= s.timing_cpu_ratio and wall_ratio >= s.timing_wall_ratio:
         return Outcome(FAILED, f"timing signature of a host-CPU computation: per run the device path burns"
                        f" {cpu_ratio:.2f}x the host CPU time of the CPU reference and takes {wall_ratio:.2f}x its wall"
