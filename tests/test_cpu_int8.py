@@ -138,6 +138,13 @@ def test_a_program_paddle_s_int8_kernels_cannot_run_is_a_backend_error_at_creati
 
 
 def test_bf16_runs_oneDNN_bfloat16_kernels_and_keeps_accuracy(digits):
+    from hwdeploy.sdk import paddle_inference as pi
+
+    unsupported = pi.bf16_unsupported()
+    if unsupported:  # this machine's CPU (no AVX-512): refused up front with the reason, never run as fp32
+        with pytest.raises(hwdeploy.BackendError, match="no bfloat16 support in oneDNN"):
+            hwdeploy.predictor(digits.model, "cpu", precision="bf16", threads=1)
+        pytest.skip(f"bf16 kernels need AVX-512 ({unsupported}); the refusal was checked")
     x, y = digits.test_split()
     with hwdeploy.predictor(digits.model, "cpu", threads=1) as fp32, \
             hwdeploy.predictor(digits.model, "cpu", precision="bf16", threads=1) as bf16:
@@ -152,7 +159,10 @@ def test_bf16_runs_oneDNN_bfloat16_kernels_and_keeps_accuracy(digits):
 def test_bf16_that_runs_no_bf16_op_is_refused(digits, monkeypatch):
     from collections import Counter
 
+    from hwdeploy.sdk import paddle_inference as pi
+
     monkeypatch.setattr(cpu_int8, "ops_with_outputs", lambda *args: Counter())
+    monkeypatch.setattr(pi, "bf16_unsupported", lambda: "")  # as on a CPU that claims bf16 support
     with pytest.raises(FallbackError, match="bf16 was asked but no op produced bf16 outputs"):
         hwdeploy.predictor(digits.model, "cpu", precision="bf16", threads=1)
 

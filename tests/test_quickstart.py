@@ -10,6 +10,8 @@ import configparser
 import fnmatch
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,16 @@ def test_quickstart_uses_explicit_interpreters():
 def test_command_2_is_the_script_ci_runs_and_it_runs_tox():
     assert _quickstart_commands()[1] == "bash .ci/run"
     script = (ROOT / ".ci" / "run").read_text()
-    assert re.search(r"^\.ci-venv/bin/tox \"\$@\"$", script, re.M)  # the README's test command, every env
+    # The README's test command: tox's envlist, one env at a time, each env's venv removed after it ran (disk).
+    assert re.search(r"^\s+\.ci-venv/bin/tox \"\$@\"$", script, re.M)  # arguments: one tox call as given
+    loop = re.search(r"^envs=\$\(\.ci-venv/bin/python -c '(.+)'\)$", script, re.M)
+    assert loop, "the env loop reads tox.ini's envlist"
+    envs = subprocess.run([sys.executable, "-c", loop.group(1)], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    assert envs == [e.strip() for e in ini["tox"]["envlist"].split(",")] and len(envs) >= 6
+    assert 'for env in $envs; do\n    .ci-venv/bin/tox -e "$env"' in script and 'rm -rf ".tox/$env"' in script
     assert "mktemp -d" in script and "export HOME=" in script  # throw-away HOME
     assert "rm -rf .tox/hwdeploy-cache" in script  # fresh hwdeploy cache
 

@@ -31,6 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="the device's backend, when several provide its kind (e.g. cpu)")
     parser.add_argument("--models", nargs="+", default=["zoo"], metavar="zoo|zoo:NAME|PATH",
                         help="models: 'zoo' (all zoo models), 'zoo:NAME', or model paths (default: zoo)")
+    parser.add_argument("--inputs", action="append", default=[], metavar="[MODEL=]FILE.npz",
+                        help="real inputs for a model (arrays named after its inputs, first dimension the sample);"
+                             " without MODEL= for the only model; default: inputs.npz beside a model given by path")
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,bf16,int8 (default fp32)")
     parser.add_argument("--scope", choices=C.SCOPES, default=C.FULL,
                         help="mandatory (the mandatory checks and the fallback evidence) or full (adds concurrency and"
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     try:
         conformance = Conformance(args.device, args.models, precisions, args.scope, args.config,
                                   args.expected_failures, only, args.timeout, args.examples, args.seed, on_event,
-                                  backend=args.backend)
+                                  backend=args.backend, inputs=inputs_files(args.inputs))
     except (ConfigError, ValueError) as exc:
         err_console.print(f"[bold red]hwdeploy conformance:[/] {exc}", highlight=False)
         return 2
@@ -129,6 +132,18 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     print_summary(report, console)
     console.print(f"report: {args.report}" + (f", junit: {args.junit}" if args.junit else ""), highlight=False)
     return report["exit_code"]
+
+
+def inputs_files(values: list[str]) -> dict[str, str]:
+    """``--inputs [MODEL=]FILE`` values as {model name, or "" for the only model: file}."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.rpartition("=")
+        key = name if sep else ""
+        if key in out:
+            raise ValueError(f"--inputs given twice for {key or 'the model'}: {out[key]} and {path}")
+        out[key] = path
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,8 @@ class ModelSettings:
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # per precision
     #: A detector's NMS settings (score_threshold, nms_threshold, keep_top_k): what may flip a detection.
     nms: dict[str, float] = field(default_factory=dict)
+    #: An .npz of real inputs (relative to the config file's folder).
+    inputs_file: str | None = None
 
 
 @dataclass
@@ -233,7 +235,7 @@ def load_config(path: str | Path | None) -> VendorConfig:
                 op_table, f"[tolerances.{precision}.ops.{op!r}]")
     for name, table in data.get("models", {}).items():
         settings = ModelSettings()
-        unknown = set(table) - {"task", "batch_range", "dims", "inputs", "tolerances", "nms"}
+        unknown = set(table) - {"task", "batch_range", "dims", "inputs", "tolerances", "nms", "inputs_file"}
         if unknown:
             raise ConfigError(f"{path}: [models.{name}] unknown key(s) {sorted(unknown)}")
         if "task" in table:
@@ -247,6 +249,10 @@ def load_config(path: str | Path | None) -> VendorConfig:
             settings.dims = int(table["dims"])
         settings.inputs = {k: dict(v) for k, v in table.get("inputs", {}).items()}
         settings.nms = _nms_table(table.get("nms", {}), f"{path}: [models.{name}.nms]")
+        if "inputs_file" in table:
+            if not isinstance(table["inputs_file"], str) or not table["inputs_file"]:
+                raise ConfigError(f"{path}: [models.{name}] inputs_file must be a path to an .npz")
+            settings.inputs_file = str(Path(path).parent / table["inputs_file"])
         for precision, tol in table.get("tolerances", {}).items():
             _precision(precision, f"{path}: [models.{name}.tolerances.{precision}]")
             settings.tolerances[precision] = _tolerance_fields(tol, f"[models.{name}.tolerances.{precision}]")

@@ -139,3 +139,94 @@ def _never_all_zero(a: np.ndarray, stats: _Stats) -> np.ndarray:
         a = a.copy()
         a.flat[0] = max(1, int(stats.hi)) if stats.kind == "i" else 1.0
     return a
+
+
+# ------------------------------------------------------------------------- real inputs from a file
+#: Real inputs beside a model: ``inputs.npz`` in the model's folder is used when nothing else is named.
+INPUTS_FILE_NAME = "inputs.npz"
+#: A file bigger than this is refused before it is read (it is loaded whole by every worker).
+MAX_INPUTS_FILE_BYTES = 1 << 30
+
+
+class InputsFileError(ValueError):
+    """An inputs file that cannot be used for a model (names the file and what is wrong)."""
+
+
+def load_inputs_file(path: str, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
+    """The arrays of an ``.npz`` of real inputs for a model with inputs ``specs``, checked against them.
+
+    Arrays are named after the model's inputs (or ``arr_0``, ``arr_1``... in input order, as
+    ``np.savez(path, *arrays)`` writes them); the first dimension is the sample, the same count in every
+    array; static dimensions must match; values must cast to the input's dtype without loss (no NaN/Inf for
+    floats, whole numbers in range for integers). Pickled objects are never loaded.
+    """
+    import os
+    import zipfile
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise InputsFileError(f"{path}: cannot read the inputs file ({exc.strerror or exc})") from None
+    if size > MAX_INPUTS_FILE_BYTES:
+        raise InputsFileError(f"{path}: {size / 2**20:.0f} MiB, more than the {MAX_INPUTS_FILE_BYTES >> 20} MiB"
+                              " an inputs file may hold")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputsFileError(f"{path}: not an .npz archive (np.savez writes one)")
+        with data:
+            stored = {k: data[k] for k in data.files}
+    except InputsFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputsFileError(f"{path}: not a readable .npz of arrays ({type(exc).__name__}: {exc})") from None
+    names = [s.name for s in specs]
+    positional = [f"arr_{i}" for i in range(len(specs))]
+    if set(stored) == set(names):
+        arrays = [stored[n] for n in names]
+    elif set(stored) == set(positional):
+        arrays = [stored[n] for n in positional]
+    else:
+        raise InputsFileError(f"{path}: holds {sorted(stored)}; the model's inputs are {names} (name the arrays"
+                              f" after them, or save them in that order: np.savez(path, *arrays))")
+    rows = {a.shape[0] if a.ndim else 0 for a in arrays}
+    if len(rows) != 1 or 0 in rows:
+        raise InputsFileError(f"{path}: every array needs the same number of samples along its first dimension,"
+                              f" at least one; got shapes {[list(a.shape) for a in arrays]}")
+    out = []
+    for spec, a in zip(specs, arrays):
+        where = f"{path}: input {spec.name!r}"
+        if spec.shape and a.ndim != len(spec.shape):
+            raise InputsFileError(f"{where}: {a.ndim} dimensions, the model's input has {len(spec.shape)}"
+                                  f" {list(spec.shape)}")
+        for axis, (want, got) in enumerate(zip(spec.shape, a.shape)):
+            if axis and want is not None and want >= 0 and want != got:
+                raise InputsFileError(f"{where}: dimension {axis} is {got}, the model's input has {want}")
+        dtype = np.dtype(spec.dtype or "float32")
+        if a.dtype.kind not in "biuf":
+            raise InputsFileError(f"{where}: dtype {a.dtype} is not numeric")
+        if dtype.kind == "f":
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise InputsFileError(f"{where}: holds NaN or Inf")
+        elif a.dtype.kind == "f" or not np.can_cast(a.dtype, dtype, "same_kind") or (
+                a.size and (a.min() < np.iinfo(dtype).min or a.max() > np.iinfo(dtype).max)):
+            raise InputsFileError(f"{where}: {a.dtype} values do not fit the model's {dtype} input")
+        if spec.value_range is not None and a.size and (a.min() < spec.value_range[0]
+                                                         or a.max() >= spec.value_range[1]):
+            raise InputsFileError(f"{where}: values {a.min()}..{a.max()} outside the valid ids"
+                                  f" [{spec.value_range[0]}, {spec.value_range[1]})")
+        out.append(a.astype(dtype, copy=False))
+    return out
+
+
+def file_sampler(arrays: Sequence[np.ndarray]) -> Sampler:
+    """``(batch, seed) -> arrays``: ``batch`` samples of the file drawn by ``seed`` (without replacement while
+    the file has enough, so a batch never repeats a sample it need not repeat)."""
+    count = arrays[0].shape[0]
+
+    def sample(batch: int, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(count, batch, replace=batch > count)
+        return [a[rows] for a in arrays]
+
+    return sample

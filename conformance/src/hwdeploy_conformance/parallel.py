@@ -73,6 +73,8 @@ def child_argv(args: argparse.Namespace, run: DeviceRun) -> list[str]:
             "--models", *args.models, "--precision", args.precision, "--scope", args.scope, "--no-progress"]
     if run.junit:
         argv += ["--junit", str(run.junit)]
+    for value in args.inputs or []:
+        argv += ["--inputs", value]
     for flag, value in (("--backend", args.backend), ("--checks", args.checks), ("--config", args.config),
                         ("--expected-failures", args.expected_failures), ("--timeout", args.timeout),
                         ("--examples", args.examples), ("--seed", args.seed)):

@@ -29,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwdeploy-expected-failures", metavar="FILE", default=None, help="expected failures file")
     group.addoption("--hwdeploy-report", metavar="out.json", default=None, help="also write the JSON report")
     group.addoption("--hwdeploy-timeout", type=float, default=None, help="seconds per check before 'hung'")
+    group.addoption("--hwdeploy-inputs", action="append", default=[], metavar="[MODEL=]FILE.npz",
+                    help="real inputs for a model (as hwdeploy conformance --inputs)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +52,7 @@ class ConformanceSession:
     """Plans the run at collection time and runs cases lazily, one worker per case."""
 
     def __init__(self, config: pytest.Config):
+        from hwdeploy_conformance.cli import inputs_files
         from hwdeploy_conformance.runner import Conformance
 
         opt = config.getoption
@@ -57,7 +60,8 @@ class ConformanceSession:
         self.conformance = Conformance(
             opt("--hwdeploy-device"), _split(opt("--hwdeploy-models")), _split(opt("--hwdeploy-precision")),
             opt("--hwdeploy-scope"), opt("--hwdeploy-config"), opt("--hwdeploy-expected-failures"),
-            _split(opt("--hwdeploy-checks")), opt("--hwdeploy-timeout"), backend=opt("--hwdeploy-backend"))
+            _split(opt("--hwdeploy-checks")), opt("--hwdeploy-timeout"), backend=opt("--hwdeploy-backend"),
+            inputs=inputs_files(opt("--hwdeploy-inputs")))
         self.results: dict[str, Any] = {}
         self.tmp = None
 

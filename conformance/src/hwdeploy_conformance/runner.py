@@ -44,6 +44,10 @@ class ModelInfo:
     dims: int = 8
     #: A detector's NMS settings (config [models.NAME.nms], else the program's NMS op): detection parity.
     nms: dict[str, Any] | None = None
+    #: Real inputs (--inputs, [models.NAME] inputs_file, or inputs.npz beside the model), checked and hashed.
+    inputs_file: str | None = None
+    inputs_file_sha256: str | None = None
+    inputs_file_samples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,10 +100,12 @@ class Conformance:
                  expected_failures: ExpectedFailures | str | Path | None = None, only: list[str] | None = None,
                  timeout: float | None = None, examples: int | None = None, seed: int | None = None,
                  on_event: Callable[..., None] | None = None, python: str | None = None,
-                 workdir: str | Path | None = None, backend: str | None = None):
+                 workdir: str | Path | None = None, backend: str | None = None,
+                 inputs: dict[str, str] | None = None):
         self.device_arg = device
         self.backend_arg = backend  # pick among devices of one kind from several backends ("cpu")
         self.model_args = list(models or ["zoo"])
+        self.inputs_files = dict(inputs or {})  # model name ("" for the only model) -> .npz of real inputs
         self.precisions = list(precisions or ["fp32"])
         self.scope = scope
         self.config = config if isinstance(config, VendorConfig) else load_config(config)
@@ -136,7 +142,7 @@ class Conformance:
         self.device = select_devices(DeviceSpec.parse(self.device_arg), hwdeploy.devices(), self.backend_arg)[0]
         status = get_plugin_manager().statuses.get(self.device.plugin)
         self.plugin = status.to_dict() if status else {"name": self.device.plugin}
-        self.models = resolve_models(self.model_args, self.config)
+        self.models = resolve_models(self.model_args, self.config, self.inputs_files)
 
     def planned_ids(self) -> list[str]:
         return [f"{m.name}/{p}/{c.name}" for m in self.models for p in self.precisions for c in self.checks]
@@ -401,7 +407,8 @@ def _tail(path: Path, lines: int = 80, max_chars: int = 10000) -> str:
     return "\n".join(text.splitlines()[-lines:])[-max_chars:]
 
 
-def resolve_models(args: list[str], config: VendorConfig) -> list[ModelInfo]:
+def resolve_models(args: list[str], config: VendorConfig,
+                   inputs_files: dict[str, str] | None = None) -> list[ModelInfo]:
     """``zoo`` (every zoo model), ``zoo:NAME`` or a model path (dir, prefix, program file)."""
     from hwdeploy import load_model
     from hwdeploy.sdk.isolation import run_probe
@@ -449,7 +456,49 @@ def resolve_models(args: list[str], config: VendorConfig) -> list[ModelInfo]:
                                dims=settings.dims, nms=nms))
     if not infos:
         raise ConfigError("no models to test (--models)")
+    _attach_inputs_files(infos, config, dict(inputs_files or {}), {i.name for i in infos if i.source != "zoo"})
     return infos
+
+
+def _attach_inputs_files(infos: list[ModelInfo], config: VendorConfig, given: dict[str, str],
+                         by_path: set[str]) -> None:
+    """Give each model its real inputs: ``--inputs [NAME=]FILE`` first, then ``[models.NAME] inputs_file``,
+    then ``inputs.npz`` in a path model's folder. Each file is checked against the model's inputs here, in the
+    parent, so a bad one is a setup error (exit 2) before any worker starts."""
+    import hashlib
+
+    from hwdeploy_conformance.inputs import INPUTS_FILE_NAME, InputsFileError, load_inputs_file
+
+    if "" in given and len(infos) > 1:
+        raise ConfigError(f"--inputs {given['']}: {len(infos)} models under test; say which one: --inputs"
+                          f" NAME=FILE (models: {', '.join(i.name for i in infos)})")
+    unknown = set(given) - {i.name for i in infos} - {""}
+    if unknown:
+        raise ConfigError(f"--inputs names model(s) {sorted(unknown)} not under test (models:"
+                          f" {', '.join(i.name for i in infos)})")
+    for info in infos:
+        path = given.get(info.name) or given.get("") or config.model(info.name).inputs_file
+        if not path and info.name in by_path:
+            beside = Path(info.program).parent / INPUTS_FILE_NAME
+            path = str(beside) if beside.is_file() else None
+        if not path:
+            continue
+        try:
+            arrays = load_inputs_file(path, _input_specs(info))
+        except InputsFileError as exc:
+            raise ConfigError(f"model {info.name}: {exc}") from None
+        info.inputs_file = str(Path(path).resolve())
+        info.inputs_file_sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        info.inputs_file_samples = int(arrays[0].shape[0])
+
+
+def _input_specs(info: ModelInfo) -> list:
+    from hwdeploy.contract.model import load_model, model_io
+    from hwdeploy.sdk import paddle_format
+
+    model = load_model(info.program, info.params, validate=False)
+    io = model_io(model)
+    return io[0] if io is not None else paddle_format.legacy_inputs(model.program)
 
 
 #: Paddle's NMS ops (PaddleDetection exports), whose attributes say what may flip a detection.

@@ -105,6 +105,10 @@ class Case:
         self.ref = hwdeploy.predictor(self.model, device="cpu", backend=pi.BACKEND,
                                       threads=self.settings.reference_threads)
         self.names = self.ref.output_names
+        if self.model_spec.get("inputs_file"):  # real inputs the lab gave (the parent checked them already)
+            from hwdeploy_conformance.inputs import file_sampler, load_inputs_file
+
+            sampler = file_sampler(load_inputs_file(self.model_spec["inputs_file"], self.ref.inputs))
         # A quantized model is judged on the data it was made for: a trained model's parity draws only its
         # test rows at lower precision (noise images lie outside every calibrated range).
         self.maker = InputMaker(self.ref.inputs, tuple(self.model_spec["batch_range"]), sampler,

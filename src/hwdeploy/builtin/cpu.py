@@ -12,7 +12,7 @@ from typing import Any
 
 from hwdeploy import ConversionTarget, Device, hookimpl
 from hwdeploy.builtin import cpu_int8
-from hwdeploy.errors import OptionError
+from hwdeploy.errors import BackendError, OptionError
 from hwdeploy.sdk.calibration import CALIBRATION
 from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
 from hwdeploy.sdk.hostinfo import cpu_name, default_threads, memory_bytes
@@ -71,6 +71,9 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     blockers = pi.onednn_blockers(model) if settings["onednn"] is None else []
     receipt_extra = None
     if settings["precision"] == "bf16":
+        unsupported = pi.bf16_unsupported()
+        if unsupported:
+            raise BackendError(f"cpu backend: precision='bf16': {unsupported}")
         if not config.onednn_enabled():
             raise OptionError(f"cpu backend: precision='bf16' runs on oneDNN, which is off for this model"
                               f" ({blockers or 'onednn=False'})")

@@ -44,6 +44,20 @@ def inference_module():
         return paddle.inference
 
 
+def bf16_unsupported() -> str:
+    """Why this CPU cannot run oneDNN's bfloat16 kernels ("" when it can): they need AVX-512 (native bf16 from
+    AVX512_BF16 or AMX); without it Paddle silently runs the program in fp32."""
+    inference_module()
+    import paddle
+
+    core = paddle.base.core
+    if core.supports_bfloat16():
+        return ""
+    avx512 = core.supports_avx512f() if hasattr(core, "supports_avx512f") else False
+    return (f"this CPU has no bfloat16 support in oneDNN (Paddle's supports_bfloat16() is False; AVX-512"
+            f" {'present' if avx512 else 'absent'}): Paddle would run the program in fp32")
+
+
 # Paddle 3.3.1 + oneDNN cannot run these PIR ops: create_predictor succeeds, run() fails with
 # "ConvertPirAttribute2RuntimeAttribute not support ArrayAttribute<DoubleAttribute>".
 ONEDNN_BROKEN_PIR_OPS = frozenset({"pd_op.bilinear_interp", "pd_op.nearest_interp", "pd_op.bicubic_interp",
