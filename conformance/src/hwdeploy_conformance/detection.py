@@ -4,8 +4,7 @@ Element-wise comparison of ``multiclass_nms3`` outputs fails correct devices: on
 between two equal scores, or one score a hair either side of the threshold, shifts every later row.
 Here boxes are matched per image and class by IoU (highest reference score first; at least 0.9 at fp32,
 0.5 at reduced precision); matched pairs must agree in score and coordinates within the tolerance; a
-detection found in only one of the two outputs is
-excused only when a rounding-sized difference explains it:
+detection found in only one of the two outputs is excused only when a rounding-sized difference explains it:
 
 - ``threshold``: its score is within the score tolerance of NMS's score threshold;
 - ``keep_top_k``: that image filled ``keep_top_k`` in the other output and its score is within the
@@ -31,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwdeploy_conformance.config import NMS_FIELDS, Tolerance
+
 
 def match_iou(tol: Tolerance) -> float:
     """How much a device's box must overlap the reference's to be the same detection: at fp32 (boxes within
