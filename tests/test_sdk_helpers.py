@@ -36,3 +36,27 @@ def test_machine_fingerprint_names_the_host_and_is_stable():
     assert (fp["cpu"], fp["cores"], fp["memory_bytes"]) == (cpu_name(), default_threads(), memory_bytes())
     assert fp["cores"] >= 1 and fp["machine"] == platform.machine() and fp["python"] == platform.python_version()
     assert json.loads(json.dumps(fp)) == fp and machine_fingerprint() == fp  # a cache key can hold it
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", {"avx2", "fma"}, True),                    # AVX2 only: vpmaddubsw adds pairs in int16
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+    ("x86_64", {"avx2", "avx_vnni"}, False),
+    ("x86_64", {"avx512f", "amx_int8"}, False),
+    ("x86_64", set(), True),                             # flags unknown: assume the worst
+    ("aarch64", {"asimd", "asimddp"}, False),            # not an x86 int16 pair-add
+])
+def test_int8_saturation_follows_the_cpu_flags(monkeypatch, machine, flags, saturates):
+    from hwdeploy.sdk import hostinfo
+
+    monkeypatch.setattr(hostinfo.platform, "machine", lambda: machine)
+    monkeypatch.setattr(hostinfo, "cpu_flags", lambda: frozenset(flags))
+    assert hostinfo.int8_saturates() is saturates
+
+
+def test_cpu_flags_are_this_hosts():
+    from hwdeploy.sdk import hostinfo
+
+    flags = hostinfo.cpu_flags()
+    if platform.machine() == "x86_64":
+        assert {"sse2", "fpu"} <= flags  # every x86_64 CPU has them

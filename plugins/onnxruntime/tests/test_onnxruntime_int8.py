@@ -7,6 +7,7 @@ import hwdeploy
 from hwdeploy import zoo
 from hwdeploy.errors import ConversionError, OptionError
 from hwdeploy.sdk import calibration as calib
+from hwdeploy.sdk.hostinfo import int8_saturates
 from hwdeploy.sdk.testing import bad_calibrations, logits_of, top1_accuracy
 from hwdeploy_onnxruntime import int8
 from hwdeploy_onnxruntime.predictor import OrtPredictor
@@ -56,10 +57,18 @@ def test_fp32_receipt_names_fp32(digits):
 def test_quantized_artifact_is_cached_by_model_and_calibration(digits):
     calibration = digits.calibration_split()
     path, sha = calib.store_calibration(["x"], [calibration])
-    first = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
-    again = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha)
+    here = int8_saturates()  # what the predictor asks for on this CPU
+    first = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
+                             reduce_range=here)
+    again = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
+                             reduce_range=here)
     assert again.cached and again.path() == first.path()
     assert first.metadata["calibration_sha256"] == sha and first.metadata["quantized_ops"]
+    assert first.metadata["reduce_range"] is here
+    # The weight range is in the key: an artifact made for a VNNI CPU is never served to one that saturates.
+    other_range = hwdeploy.convert(digits.model, int8.TARGET, calibration=str(path), calibration_sha256=sha,
+                                   reduce_range=not here)
+    assert other_range.path() != first.path() and other_range.metadata["reduce_range"] is (not here)
     # The predictor's default (the zoo's calibration split) lands on the same cached artifact.
     with hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", threads=1) as p:
         assert p._onnx_path == first.path()

@@ -72,6 +72,8 @@ def test_reduced_precision_is_caught_as_fallback(mlp, monkeypatch):
 
 
 def test_explicit_bf16_is_not_a_fallback(mlp):
+    if ov_predictor.bf16_unsupported():  # refused up front (test_openvino_precision checks how)
+        pytest.skip(ov_predictor.bf16_unsupported())
     p = hwdeploy.predictor(mlp.model, "cpu", backend="openvino", precision="bf16", threads=1)
     assert p.receipt().fallback_reasons() == []
 

@@ -5,8 +5,9 @@ import pytest
 
 import hwdeploy
 from hwdeploy import zoo
-from hwdeploy.errors import ConversionError, FallbackError, OptionError
+from hwdeploy.errors import BackendError, ConversionError, FallbackError, OptionError
 from hwdeploy.sdk import calibration as calib
+from hwdeploy.sdk.hostinfo import int8_saturates
 from hwdeploy.sdk.testing import bad_calibrations, logits_of, top1_accuracy
 
 import hwdeploy_openvino.predictor as ov_predictor
@@ -52,13 +53,18 @@ def test_int8_keeps_accuracy_and_agrees_with_fp32(digits, fp32_logits):
 
 def test_the_int8_ir_is_cached_by_model_and_calibration(digits):
     conversion = calib.conversion_options(digits.model, digits.calibration_split(), "test")
+    conversion["overflow_fix"] = int8_saturates()  # what the predictor asks for on this CPU
     first = hwdeploy.convert(digits.model, int8.TARGET, **conversion)
     again = hwdeploy.convert(digits.model, int8.TARGET, **conversion)
     assert again.cached and again.path() == first.path()
     assert first.metadata["fake_quantize_ops"] > 0 and first.metadata["quantizer"].startswith("nncf ")
+    assert first.metadata["overflow_fix"] == ("enable" if conversion["overflow_fix"] else "first_layer")
     assert first.metadata["calibration_sha256"] == conversion["calibration_sha256"]
     with hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="int8", threads=1) as p:
         assert p.receipt().options["precision"] == "int8"  # the zoo default is the same calibration split
+        assert (f"quantized by {first.metadata['quantizer']} (performance preset, overflow fix"
+                f" {first.metadata['overflow_fix']}, calibration sha256 {conversion['calibration_sha256'][:12]})"
+                in p.receipt().evidence)
     other = calib.conversion_options(digits.model, digits.calibration_split()[:32], "test")
     assert hwdeploy.convert(digits.model, int8.TARGET, **other).path() != first.path()
     with pytest.raises(OptionError, match="sha256"):
@@ -108,15 +114,19 @@ def test_int8_over_an_ir_without_quantization_is_a_fallback(digits):
     p.close()
 
 
-def bf16_or_skip(predictor):
-    if predictor.compiled_precision != "bf16":
-        pytest.skip("this CPU has no bf16 support: OpenVINO keeps f32 whatever the hint")
+def bf16_or_skip(model):
+    """On a CPU without bf16, check that bf16 is refused up front with the reason, then skip (hardware we lack)."""
+    reason = ov_predictor.bf16_unsupported()
+    if reason:
+        with pytest.raises(BackendError, match="precision='bf16': OpenVINO's CPU plugin has no bf16 on this CPU"):
+            hwdeploy.predictor(model, "cpu", backend="openvino", precision="bf16", threads=1)
+        pytest.skip(reason)
 
 
 def test_bf16_keeps_accuracy_and_the_receipt_counts_bf16_layers(digits, fp32_logits):
+    bf16_or_skip(digits.model)
     x, y = digits.test_split()
     with hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="bf16", threads=1) as p:
-        bf16_or_skip(p)
         logits = logits_of(p, x)
         receipt = p.receipt()
     assert top1_accuracy(logits, y) >= top1_accuracy(fp32_logits, y) - 0.01
@@ -126,7 +136,8 @@ def test_bf16_keeps_accuracy_and_the_receipt_counts_bf16_layers(digits, fp32_log
 
 
 def test_bf16_that_silently_stays_fp32_is_refused(digits, monkeypatch):
-    # A CPU plugin that ignores the hint: bf16 asked, everything compiled in f32.
+    # A CPU plugin that claims bf16 but ignores the hint: bf16 asked, everything compiled in f32.
+    monkeypatch.setattr(ov_predictor, "bf16_unsupported", lambda: "")
     monkeypatch.setitem(ov_predictor.PRECISIONS, "bf16", "f32")
     with pytest.raises(FallbackError, match="bf16 was asked but no layer runs in bf16"):
         hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="bf16", threads=1)
@@ -134,10 +145,16 @@ def test_bf16_that_silently_stays_fp32_is_refused(digits, monkeypatch):
     assert p.receipt().options["precision"] == "fp32"
 
 
+def test_bf16_on_a_cpu_without_bf16_is_refused_before_any_conversion(digits, monkeypatch):
+    monkeypatch.setattr(ov_predictor, "bf16_unsupported", lambda: "no bf16 on this test CPU")
+    monkeypatch.setattr(hwdeploy, "convert", lambda *a, **k: pytest.fail("converted before refusing bf16"))
+    with pytest.raises(BackendError, match="openvino backend: precision='bf16': no bf16 on this test CPU"):
+        hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="bf16", fallback="allow", threads=1)
+
+
 def test_int8_that_silently_goes_bf16_is_refused(digits, monkeypatch):
     # OpenVINO's own default on AMX/AVX512-BF16 CPUs: the layers NNCF left unquantized would run in bf16.
-    probe = hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="bf16", fallback="allow", threads=1)
-    bf16_or_skip(probe)
+    bf16_or_skip(digits.model)
     monkeypatch.setitem(ov_predictor.PRECISIONS, "int8", "bf16")
     with pytest.raises(FallbackError, match="int8 was asked but OpenVINO compiled with INFERENCE_PRECISION_HINT=bf16"):
         hwdeploy.predictor(digits.model, "cpu", backend="openvino", precision="int8", threads=1)

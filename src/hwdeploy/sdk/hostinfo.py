@@ -25,6 +25,32 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags``, ``Features`` on ARM); empty where the OS does not say."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+#: x86 flags of an int8 dot-product instruction (u8 x s8 summed in int32 with no int16 step).
+INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def int8_saturates() -> bool:
+    """True on an x86 CPU without VNNI/AMX: its u8 x s8 kernels (``vpmaddubsw``) add pairs in int16, which
+    saturates when full 8-bit weights meet large activations. int8 quantizers must then keep weights in
+    7 bits (ONNX Runtime's ``reduce_range``, NNCF's overflow fix) or lose accuracy."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    flags = cpu_flags()  # unknown flags count as saturating: 7-bit weights cost little, saturation costs a lot
+    return not any(flag in flags for flag in INT8_DOT_PRODUCT_FLAGS)
+
+
 def memory_bytes() -> int | None:
     """Physical memory of the host in bytes, or None where the OS does not say."""
     try:

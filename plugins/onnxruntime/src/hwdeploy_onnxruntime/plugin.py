@@ -19,7 +19,7 @@ from hwdeploy import ConversionTarget, Device, hookimpl
 from hwdeploy.errors import OptionError
 from hwdeploy.sdk.calibration import CALIBRATION
 from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
-from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
+from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, int8_saturates, memory_bytes
 from hwdeploy.sdk.isolation import run_probe
 from hwdeploy.sdk.onnx_export import OPSET, TARGET as ONNX, converter_missing, onnx_options
 
@@ -111,7 +111,9 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
         # Checked (names, dtypes, shapes, finite, not empty) before the quantizer runs; cached by content hash.
         conversion = calibration.conversion_options(model, data, "onnxruntime backend",
                                                     artifact.path())
-        artifact = hwdeploy.convert(model, int8.TARGET, **conversion, **onnx_options(settings["opset"]))
+        # reduce_range follows this CPU and is passed explicitly, so the cache keeps one artifact per choice.
+        artifact = hwdeploy.convert(model, int8.TARGET, **conversion, **onnx_options(settings["opset"]),
+                                    reduce_range=int8_saturates())
     return OrtPredictor(model, device, artifact.path(), threads=settings["threads"], spinning=settings["spinning"],
                         check_finite=settings["check_finite"], options=options,
                         conversion=artifact.metadata, precision=precision)

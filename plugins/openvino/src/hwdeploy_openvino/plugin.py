@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from hwdeploy import Device, hookimpl
-from hwdeploy.errors import OptionError
+from hwdeploy.errors import BackendError, OptionError
 from hwdeploy.sdk.calibration import CALIBRATION
 from hwdeploy.sdk.options import CHECK_FINITE, THREADS, Option, OptionSchema
-from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, memory_bytes
+from hwdeploy.sdk.hostinfo import cpu_name, default_threads, dist_version, int8_saturates, memory_bytes
 from hwdeploy.sdk.onnx_export import OPSET, converter_missing, onnx_options
 from hwdeploy.contract.records import Artifact, ConversionTarget
 
@@ -85,8 +85,10 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     if precision != "int8" and settings["calibration"] is not None:
         raise OptionError("openvino backend: calibration= is only used with precision='int8'")
     import hwdeploy
-    from hwdeploy_openvino.predictor import OvPredictor
+    from hwdeploy_openvino.predictor import OvPredictor, bf16_unsupported
 
+    if precision == "bf16" and bf16_unsupported():  # refused before any conversion, with the reason
+        raise BackendError(f"openvino backend: precision='bf16': {bf16_unsupported()}")
     artifact = hwdeploy.convert(model, TARGET, **onnx_options(settings["opset"]))  # the IR, over the shared ONNX
     if precision == "int8":
         if int8.nncf_missing():
@@ -98,7 +100,9 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
 
         # Checked (names, dtypes, shapes, finite, not empty) before NNCF runs; cached by content hash.
         conversion = calibration.conversion_options(model, data, "openvino backend")
-        artifact = hwdeploy.convert(model, int8.TARGET, **conversion, **onnx_options(settings["opset"]))
+        # The overflow fix follows this CPU and is passed explicitly, so the cache keeps one IR per choice.
+        artifact = hwdeploy.convert(model, int8.TARGET, **conversion, **onnx_options(settings["opset"]),
+                                    overflow_fix=int8_saturates())
     return OvPredictor(model, device, artifact.path(), threads=settings["threads"], precision=settings["precision"],
                        hint=settings["hint"], cache=settings["cache"], check_finite=settings["check_finite"],
                        options=options, conversion=artifact.metadata)

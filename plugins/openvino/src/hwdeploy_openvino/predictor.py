@@ -57,6 +57,16 @@ def ov_version() -> str:
     return dist_version("openvino")
 
 
+def bf16_unsupported() -> str:
+    """Why the CPU plugin cannot run bf16 here ("" when it can): without AVX512_BF16 or AMX it does not list
+    ``BF16`` among its ``OPTIMIZATION_CAPABILITIES`` and compiles every layer in f32 whatever the hint."""
+    capabilities = list(ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if "BF16" in capabilities:
+        return ""
+    return (f"OpenVINO's CPU plugin has no bf16 on this CPU (OPTIMIZATION_CAPABILITIES={capabilities}): it would"
+            " run every layer in fp32")
+
+
 def _device_id(ov_device: str) -> str:
     """OpenVINO device name ("CPU", "GPU.1") -> hwdeploy id ("cpu:0", "gpu:1")."""
     kind, _, index = ov_device.partition(".")
@@ -152,6 +162,10 @@ class OvPredictor(Predictor):
         if self._conversion:
             receipt.evidence.append(f"converted by paddle2onnx {self._conversion.get('paddle2onnx', '?')} + OpenVINO"
                                     f" {self._conversion.get('openvino', '?')} (IR saved in fp32)")
+        if "quantizer" in self._conversion:
+            receipt.evidence.append(f"quantized by {self._conversion['quantizer']} ({self._conversion.get('preset')}"
+                                    f" preset, overflow fix {self._conversion.get('overflow_fix')}, calibration"
+                                    f" sha256 {str(self._conversion.get('calibration_sha256'))[:12]})")
         for (layer, precision), count in sorted(self._layers.items()):
             receipt.ops.append(OpPlacement(f"ov::{layer}" + (f"[{precision}]" if precision else ""), actual, count))
         receipt.ops_known = bool(self._layers)
