@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import hwdeploy
 from hwdeploy import InputError, Receipt
-from hwdeploy.sdk.testing import ONNX_MAPPER_FAILS, rel_l2
+from hwdeploy.sdk.testing import UPSAMPLE_NEAREST, rel_l2
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_bad_fallback_policy(tiny_mlp):
         hwdeploy.predictor(tiny_mlp, device="cpu", fallback="maybe")
 
 
-UPSAMPLE = ONNX_MAPPER_FAILS  # conv + nearest resize: the PIR op oneDNN cannot run on Paddle 3.3
+UPSAMPLE = UPSAMPLE_NEAREST  # conv + nearest resize: the PIR op oneDNN cannot run on Paddle 3.3
 
 
 NO_WEIGHTS = '''

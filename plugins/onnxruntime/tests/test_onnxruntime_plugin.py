@@ -143,11 +143,44 @@ def test_every_op_without_an_onnx_mapping_is_named_and_the_host_survives(unconve
 
 
 def test_an_op_paddle2onnx_fails_on_is_named_with_its_message(unconvertible):
-    # Paddle 3.3 writes nearest_interp's scale as float64; paddle2onnx 2.1 wants float32 and sys.exit()s.
+    # nearest_interp in NHWC: paddle2onnx 2.1 has the mapper, prints why it fails and sys.exit()s.
     with pytest.raises(UnsupportedOpsError) as info:
         hwdeploy.predictor(unconvertible["mapper_fails"], "cpu", backend="onnxruntime")
     assert info.value.ops == testing.ONNX_MAPPER_FAILS_OPS == ["pd_op.nearest_interp"]
-    assert "FloatAttribute" in str(info.value)
+    assert "NHWC is not supported" in str(info.value)
+
+
+def test_a_float64_resize_scale_is_fixed_up_on_a_copy_and_runs_with_parity(tmp_path, monkeypatch):
+    """Paddle 3.3 writes nearest_interp's scale as float64, paddle2onnx 2.1 reads float32 only: the export
+    rewrites a copy of the program, says so in its facts, and the resize is the same as Paddle's."""
+    directory = testing.build_model(testing.UPSAMPLE_NEAREST, tmp_path / "up" / "model").parent
+    before = {f.name: f.read_bytes() for f in directory.iterdir()}
+    artifact = hwdeploy.convert(directory, "onnx")
+    assert artifact.metadata["program_fixups"] == [
+        "pd_op.nearest_interp: scale float64 -> float32 in 1 op (paddle2onnx 2.1 reads float32)"]
+    assert {f.name: f.read_bytes() for f in directory.iterdir()} == before  # the user's model is untouched
+    assert sorted(artifact.files) == ["model.onnx"] and not list(artifact.directory.glob("fixed-*"))
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype("float32")
+    with hwdeploy.predictor(directory, "cpu", threads=1) as reference, \
+            hwdeploy.predictor(directory, "cpu", backend="onnxruntime", threads=1) as ort:
+        expected, got = reference.run(x)[0], ort.run(x)[0]
+    assert got.shape == expected.shape == (2, 4, 16, 16)
+    assert testing.rel_l2(got, expected) <= 1e-5
+
+
+def test_the_fix_up_leaves_a_scale_float32_would_round_and_other_ops_alone():
+    from hwdeploy.sdk.onnx_export import fix_up_for_paddle2onnx
+
+    def interp(name, scale):
+        return {"#": f"1.{name}", "A": [{"AT": {"#": "0.a_array", "D": [{"#": "0.a_f64", "D": v} for v in scale]},
+                                         "N": "scale"}]}
+
+    program = {"regions": [{"blocks": [{"ops": [interp("bilinear_interp", [0.5, 0.5]), interp("nearest_interp", [0.1]),
+                                                interp("nearest_interp", []), interp("scale", [2.0])]}]}]}
+    assert fix_up_for_paddle2onnx(program) == [
+        "pd_op.bilinear_interp: scale float64 -> float32 in 1 op (paddle2onnx 2.1 reads float32)"]
+    ops = program["regions"][0]["blocks"][0]["ops"]
+    assert [e["#"] for op in ops for e in op["A"][0]["AT"]["D"]] == ["0.a_f32", "0.a_f32", "0.a_f64", "0.a_f64"]
 
 
 def test_the_onnx_file_another_onnx_reader_exported_is_not_exported_again(mlp, tmp_path, monkeypatch):

@@ -147,6 +147,17 @@ def test_ops_paddle2onnx_cannot_convert_fail_as_for_every_onnx_reader(unconverti
         hwdeploy.convert(unconvertible[model], "openvino")
 
 
+def test_a_resize_with_a_float64_scale_runs_with_parity_through_the_fixed_up_export(tmp_path):
+    directory = testing.build_model(testing.UPSAMPLE_NEAREST, tmp_path / "up" / "model").parent
+    x = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype("float32")
+    with hwdeploy.predictor(directory, "cpu", threads=1) as reference, \
+            hwdeploy.predictor(directory, "cpu", backend="openvino", threads=1) as ov:
+        expected, got = reference.run(x)[0], ov.run(x)[0]
+        assert not ov.receipt().fallback_reasons()
+    assert got.shape == expected.shape == (2, 4, 16, 16) and testing.rel_l2(got, expected) <= 1e-5
+    assert hwdeploy.convert(directory, "onnx").metadata["program_fixups"]
+
+
 def test_the_ir_is_built_from_the_shared_onnx_export_without_exporting_again(mlp, tmp_path, monkeypatch):
     monkeypatch.setenv("HWDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
     exports = testing.count_onnx_exports(monkeypatch)  # a spy: paddle2onnx really runs

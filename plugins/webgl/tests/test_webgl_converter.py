@@ -77,6 +77,31 @@ def test_every_unsupported_op_is_named(small_models):
     assert "erf" in message and "negative_slope 2.0 > 1" in message  # the reasons, not just the names
 
 
+def test_an_unsupported_op_after_another_is_counted_too(small_models):
+    """The second 5-D transpose reads (through a conv) what the first one produced: both are listed."""
+    with pytest.raises(UnsupportedOpsError) as info:
+        hwdeploy.convert(small_models["shuffle_chain"], "webgl", refresh=True)
+    assert info.value.ops == ["pd_op.transpose"]
+    assert "pd_op.transpose x2 (5-D transpose" in str(info.value)
+
+
+def test_a_converter_failure_names_the_op_and_keeps_its_cause(small_models, monkeypatch):
+    def broken(lw, op, ins):
+        raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+
+    monkeypatch.setitem(converter.HANDLERS, "pd_op.conv2d", broken)
+    with pytest.raises(ConversionError) as info:
+        hwdeploy.convert(small_models["conv_basics"], "webgl", refresh=True)
+    assert "failed on pd_op.conv2d (op " in str(info.value) and "TypeError: only 0-dimensional" in str(info.value)
+    assert isinstance(info.value.__cause__, TypeError)  # the traceback is kept
+
+
+def test_dropout_in_downscale_in_infer_mode_scales_by_one_minus_p(small_models):
+    artifact = hwdeploy.convert(small_models["norms_pools"], "webgl", refresh=True)
+    scales = [op["attrs"]["scale"] for op in _model_json(artifact)["ops"] if op["type"] == "scale"]
+    assert any(abs(s - 0.75) < 1e-7 for s in scales), scales
+
+
 def test_several_inputs_are_unsupported(small_models):
     with pytest.raises(UnsupportedOpsError) as info:
         hwdeploy.convert(small_models["two_inputs"], "webgl", refresh=True)

@@ -19,4 +19,5 @@ SPECIAL = {
     "two_inputs": [[-1, 4], [-1, 4]],
     "dynamic_hw": [[-1, 3, -1, -1]],
     "relu6_conv": [[-1, 3, 8, 8]],
+    "shuffle_chain": [[-1, 4, 6, 6]],
 }

@@ -61,13 +61,15 @@ class MobileBlock(nn.Layer):
 
 
 class NormsAndPools(nn.Layer):
-    """batch_norm not after a conv (shader), BatchNorm1D (mul/add), global/adaptive pools, dropout."""
+    """batch_norm not after a conv (shader), BatchNorm1D (mul/add), global/adaptive pools, dropout (both modes:
+    downscale_in_infer scales by 1 - p, its p a shape-[1] tensor)."""
 
     def __init__(self):
         super().__init__()
         self.bn = nn.BatchNorm2D(3)
         self.bn1d = nn.BatchNorm1D(3)
         self.drop = nn.Dropout(0.3)
+        self.drop_down = nn.Dropout(0.25, mode="downscale_in_infer")
 
     def forward(self, x):
         y = self.bn(x + 1.0)
@@ -80,7 +82,7 @@ class NormsAndPools(nn.Layer):
         incl = F.avg_pool2d(y, 3, 2, 1, exclusive=False)  # 8 -> 4
         feats = paddle.concat([g_avg.flatten(1), g_max.flatten(1), a2.flatten(1), a3.flatten(1), m2.flatten(1),
                                ceil.flatten(1), incl.flatten(1)], axis=1)
-        return paddle.concat([self.drop(feats), self.bn1d(g_avg.flatten(1))], axis=1)
+        return paddle.concat([self.drop(feats), self.drop_down(self.bn1d(g_avg.flatten(1)))], axis=1)
 
 
 class Elementwise(nn.Layer):
@@ -209,6 +211,23 @@ class UnsupportedMix(nn.Layer):
         return paddle.maximum(y, x * 0.5) + x.max(axis=-1, keepdim=True)
 
 
+class ShuffleChain(nn.Layer):
+    """Two channel shuffles (5-D transposes) with a conv between: the second reads the first's output, and
+    both must be listed (x2), not only the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(4, 4, 1)
+
+    @staticmethod
+    def shuffle(x):
+        n, c, h, w = x.shape
+        return x.reshape([-1, 2, c // 2, h, w]).transpose([0, 2, 1, 3, 4]).reshape([-1, c, h, w])
+
+    def forward(self, x):
+        return self.shuffle(F.relu(self.conv(self.shuffle(x))))
+
+
 class TwoInputs(nn.Layer):
     def __init__(self):
         super().__init__()
@@ -239,7 +258,7 @@ class Relu6Conv(nn.Layer):
 
 
 SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
-                   "relu6_conv": Relu6Conv}
+                   "relu6_conv": Relu6Conv, "shuffle_chain": ShuffleChain}
 
 CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,

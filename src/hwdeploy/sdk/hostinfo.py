@@ -26,7 +26,7 @@ def cpu_name() -> str:
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags``, ``Features`` on ARM); empty where the OS does not say."""
+    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags``, or ``Features`` on aarch64); empty if unknown."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -43,8 +43,8 @@ INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 def int8_saturates() -> bool:
     """True on an x86 CPU without VNNI/AMX: its u8 x s8 kernels (``vpmaddubsw``) add pairs in int16, which
-    saturates when full 8-bit weights meet large activations. int8 quantizers must then keep weights in
-    7 bits (ONNX Runtime's ``reduce_range``, NNCF's overflow fix) or lose accuracy."""
+    saturates when full 8-bit weights meet large activations. An int8 quantizer must then keep weights in
+    7 bits or lose accuracy."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return False
     flags = cpu_flags()  # unknown flags count as saturating: 7-bit weights cost little, saturation costs a lot

@@ -19,8 +19,15 @@ file that survives the abort. paddle2onnx 2.1 checks every op against its
 mapper registry first but does not print which ops failed (its logger loses the
 line), so on that abort the ops are found by the same rule paddle2onnx applies
 (:func:`paddle2onnx_name` + its registry); when a mapper fails on one op
-(e.g. Paddle 3.3's float64 ``nearest_interp`` ``scale``), paddle2onnx stops
-there and the error names that op.
+(e.g. ``nearest_interp`` in NHWC), paddle2onnx stops there and the error names
+that op.
+
+One known mismatch is fixed up before paddle2onnx reads the program
+(:func:`fix_up_for_paddle2onnx`, on a copy; the facts list what was changed):
+Paddle 3.3 writes the ``scale`` of the interpolation ops as float64 and
+paddle2onnx 2.1's mappers take only float32 ("the 0th elementwise MUST be
+ir::FloatAttribute"). The scales are small exact factors (2.0, 0.5), so the
+float32 copy means the same resize.
 
 Importing this module imports neither Paddle nor paddle2onnx.
 """
@@ -65,6 +72,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Start export (\S+), op_id: (\d+)")
 _FINISHED = re.compile(r"Finish export (\S+), op_id: (\d+)")
 _LISTED = re.compile(r"not supported yet, including ([^\n]*)")
+_NAMED_IN_ERROR = re.compile(r"\[OP: ([\w.]+)\]")  # a mapper's own check: "[OP: pd_op.nearest_interp] Data format ..."
 
 
 #: The ``opset`` option of every conversion built on this export (paddle2onnx targets opsets 7..23).
@@ -151,7 +159,8 @@ def _raise_failure(model, result, printed: str) -> NoReturn:
         if ops:
             raise UnsupportedOpsError(f"paddle2onnx {version} cannot convert {name}: no ONNX mapping for"
                                       f" {', '.join(ops)} (it aborted before exporting anything)", ops)
-    failed = failing_op(printed)
+    named = [m.group(1) for line in errors for m in [_NAMED_IN_ERROR.search(line)] if m]
+    failed = failing_op(printed) or (named[0] if named else "")
     detail = errors[0] if errors else (result.error or "paddle2onnx wrote no file")
     if failed:
         raise UnsupportedOpsError(f"paddle2onnx {version} cannot convert {failed} in {name}: {detail} (paddle2onnx"
@@ -232,16 +241,65 @@ def op_types_and_registry_in_child(program: str, fmt: str) -> dict[str, list[str
     return {"ops": sorted(set(ops)), "supported": sorted(p2o.get_all_supported_operators_pir())}
 
 
+#: PIR interpolation ops whose ``scale`` paddle2onnx 2.1 reads as float32 (Paddle 3.3 writes float64).
+INTERPOLATION_OPS = ("nearest_interp", "bilinear_interp", "bicubic_interp", "linear_interp", "trilinear_interp")
+
+
+def fix_up_for_paddle2onnx(program: dict) -> list[str]:
+    """Rewrite, in place, what paddle2onnx 2.1 misreads in a PIR program (its parsed JSON); say what changed.
+
+    The ``scale`` of the interpolation ops goes from float64 to float32 when float32 holds it exactly
+    (every scale a model uses in practice: 2.0, 0.5, 0.25); a scale float32 would round is left as it is,
+    so paddle2onnx fails on it and names the op rather than resizing by another factor.
+    """
+    import numpy as np
+
+    rewritten: dict[str, int] = {}
+    stack: list[Any] = [program]
+    while stack:  # iterative: the nesting of a hostile file cannot exhaust the interpreter's stack
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        name = str(node.get("#", "")).split(".", 1)[-1]
+        if name in INTERPOLATION_OPS and isinstance(node.get("A"), list):
+            for attr in node["A"]:
+                if not (isinstance(attr, dict) and attr.get("N") == "scale" and isinstance(attr.get("AT"), dict)):
+                    continue
+                elements = attr["AT"].get("D")
+                if not isinstance(elements, list) or not all(
+                        isinstance(e, dict) and str(e.get("#", "")).endswith(".a_f64")
+                        and isinstance(e.get("D"), (int, float)) and float(np.float32(e["D"])) == e["D"]
+                        for e in elements) or not elements:
+                    continue
+                for element in elements:
+                    element["#"] = element["#"][: -len("a_f64")] + "a_f32"
+                rewritten[name] = rewritten.get(name, 0) + 1
+        stack.extend(node.values())
+    return [f"pd_op.{op}: scale float64 -> float32 in {n} op{'s' if n > 1 else ''} (paddle2onnx 2.1 reads float32)"
+            for op, n in sorted(rewritten.items())]
+
+
 def export_in_child(program: str, params: str, output: str, opset: int, log: str) -> dict[str, Any]:
     """Run paddle2onnx, its output (C++ and Python) going to ``log``; return facts about the ONNX file.
 
     Called in the child process only: paddle2onnx may abort it. ``verbose=True`` makes paddle2onnx
     log each op it starts and finishes, which names the op it fails on.
     """
+    import json
     import sys
 
     import paddle2onnx
 
+    fixups: list[str] = []
+    if program.endswith(".json"):  # PIR
+        parsed = json.loads(Path(program).read_text())
+        fixups = fix_up_for_paddle2onnx(parsed)
+        if fixups:  # paddle2onnx reads the fixed copy (the params file is passed as it is)
+            program = str(Path(output).with_name("fixed-program.json"))
+            Path(program).write_text(json.dumps(parsed))
     sys.stdout.flush()
     saved = os.dup(1)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -256,9 +314,11 @@ def export_in_child(program: str, params: str, output: str, opset: int, log: str
         os.dup2(saved, 1)
         os.close(fd)
         os.close(saved)
+        if fixups:
+            Path(program).unlink(missing_ok=True)
     import onnx
 
     onnx_model = onnx.load(output, load_external_data=False)
     opsets = [o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")]
     return {"paddle2onnx": paddle2onnx.__version__, "onnx_opset": max(opsets) if opsets else opset,
-            "onnx_nodes": len(onnx_model.graph.node)}
+            "onnx_nodes": len(onnx_model.graph.node), "program_fixups": fixups}

@@ -8,7 +8,8 @@
   compatibility check included.
 - :func:`build_model` saves a model from a Paddle script in a subprocess (the test
   process stays Paddle-free); :data:`ONNX_UNMAPPED` and :data:`ONNX_MAPPER_FAILS`
-  (:func:`build_onnx_unconvertible`) are real models paddle2onnx cannot convert, and
+  (:func:`build_onnx_unconvertible`) are real models paddle2onnx cannot convert,
+  :data:`UPSAMPLE_NEAREST` one it converts only after hwdeploy's fix-up, and
   :func:`count_onnx_exports` counts real exports, for plugins that read ONNX.
 - :func:`rel_l2` (the one relative-error metric of tests, benchmarks and the
   conformance suite), :func:`assert_parity`, :func:`run_clones_in_threads`,
@@ -294,10 +295,10 @@ ONNX_UNMAPPED = """
 """
 ONNX_UNMAPPED_OPS = ["pd_op.det", "pd_op.inverse"]
 
-#: A PIR model paddle2onnx 2.1 has mappers for but fails on: Paddle 3.3 writes ``nearest_interp``'s
-#: ``scale`` as float64, paddle2onnx expects float32 ("the 0th elementwise MUST be ir::FloatAttribute").
-#: x: [-1, 3, 8, 8] float32.
-ONNX_MAPPER_FAILS = """
+#: A PIR model with a float64 ``scale`` (conv + 2x nearest resize): Paddle 3.3 writes ``nearest_interp``'s
+#: ``scale`` as float64, paddle2onnx 2.1 expects float32 (hwdeploy's export fixes a copy up), and Paddle 3.3's
+#: oneDNN cannot run it (``ConvertPirAttribute2RuntimeAttribute``). x: [-1, 3, 8, 8] float32.
+UPSAMPLE_NEAREST = """
     import sys
     import paddle
 
@@ -310,6 +311,26 @@ ONNX_MAPPER_FAILS = """
             return paddle.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="nearest")
 
     layer = Upsample()
+    layer.eval()
+    paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
+"""
+
+#: A PIR model paddle2onnx 2.1 has a mapper for but fails on: ``nearest_interp`` in NHWC ("Data format of
+#: NHWC is not supported"). x: [-1, 3, 8, 8] float32.
+ONNX_MAPPER_FAILS = """
+    import sys
+    import paddle
+
+    class UpsampleNHWC(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv = paddle.nn.Conv2D(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x).transpose([0, 2, 3, 1])
+            return paddle.nn.functional.interpolate(y, size=[16, 16], mode="nearest", data_format="NHWC")
+
+    layer = UpsampleNHWC()
     layer.eval()
     paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
 """

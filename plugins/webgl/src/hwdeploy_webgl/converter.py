@@ -48,7 +48,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -65,6 +65,10 @@ FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 class Unsupported(Exception):
     """An op (or one configuration of it) the Paddle.js WebGL shaders cannot compute exactly."""
+
+
+class NotJudgeable(Exception):
+    """An op whose support depends on an input an unsupported op before it produced: it is not listed."""
 
 
 @dataclass
@@ -156,6 +160,8 @@ class Lowering:
     def var_of(self, value: Value, shape=None) -> str:
         """The Paddle.js var holding ``value`` with registered shape ``shape`` (default: its own)."""
         shape = tuple(value.shape if shape is None else shape) or (1,)
+        if value.poison:
+            raise NotJudgeable()
         if value.items is not None:
             raise Unsupported("a list value used as a tensor")
         if value.var is None:
@@ -204,20 +210,29 @@ class Lowering:
 
     # ------------------------------------------------------------ driver
     def run(self) -> None:
-        for op in self.program.ops:
+        for index, op in enumerate(self.program.ops):
             ins = [self.values.get(i) if i is not None else None for i in op.inputs]
             handler = HANDLERS.get(op.type)
             outs: list[Value] | None = None
+            after_refusal = any(v is not None and v.poison for v in ins)
+            if after_refusal and not self.unsupported:
+                raise ConversionError(f"internal: {op.type} reads an output the converter dropped")
             if handler is None:
                 self.unsupported[op.type].append("no Paddle.js WebGL kernel")
-            elif any(v is not None and v.poison for v in ins):
-                if not self.unsupported:
-                    raise ConversionError(f"internal: {op.type} reads an output the converter dropped")
             else:
+                # After a refused op the handler still runs on the shapes alone, so that every refused op is
+                # listed with its count (not only the first of a chain); its outputs stay unusable.
                 try:
                     outs = handler(self, op, ins)
                 except Unsupported as exc:
                     self.unsupported[op.type].append(str(exc))
+                except NotJudgeable:
+                    pass  # needs the data of an op already refused: listed through that op
+                except Exception as exc:
+                    if not after_refusal:  # (a handler fed shapes only may fail any way: not a verdict)
+                        self._raise_naming(op, index, exc)
+                if after_refusal:
+                    outs = None
             if outs is None:
                 outs = [Value(tuple(max(d, 1) for d in t[1]) if t else (), poison=True) for t in op.output_types]
             for vid, value, ttype in zip(op.outputs, outs, op.output_types):
@@ -236,6 +251,16 @@ class Lowering:
         if not self.fetch:
             raise ConversionError("the program has no output (pd_op.fetch)")
 
+    def _raise_naming(self, op: PirOp, index: int, exc: Exception) -> NoReturn:
+        """Re-raise a handler's failure naming the op, the original exception kept as the cause."""
+        where = f"{op.type} (op {index + 1} of {len(self.program.ops)})"
+        if isinstance(exc, (OptionError, UnsupportedOpsError)):
+            raise exc
+        if isinstance(exc, ConversionError):
+            raise ConversionError(f"{where}: {exc}") from exc
+        raise ConversionError(f"the webgl converter failed on {where}: {type(exc).__name__}: {exc} (converter"
+                              " bug, please report)") from exc
+
     def _check_shape(self, op: PirOp, value: Value, pir_shape) -> None:
         # A static dim that disagrees with Paddle's own inference means a converter bug: stop, never guess.
         shape = tuple(value.shape)
@@ -251,6 +276,8 @@ class Lowering:
 
 
 def _const(value: Value | None, what: str) -> np.ndarray:
+    if value is not None and value.poison:
+        raise NotJudgeable()
     if value is None or value.const is None:
         raise Unsupported(f"{what} must be a compile-time constant")
     return np.asarray(value.const)
@@ -415,8 +442,12 @@ def _dropout(lw, op, ins):
         raise Unsupported("dropout in training mode")
     if op.attrs.get("mode", "upscale_in_train") == "upscale_in_train":
         return [ins[0], Value(ins[0].shape, poison=True)]
-    p = float(_const(ins[2], "dropout probability")) if len(ins) > 2 and ins[2] is not None else 0.5
-    return [lw.scale(ins[0], 1.0 - p, 0.0), Value(ins[0].shape, poison=True)]
+    # downgrade_in_infer (nn.Dropout mode="downscale_in_infer"): x * (1 - p), p a shape-[1] tensor in PIR.
+    given = len(ins) > 2 and ins[2] is not None
+    p = np.asarray(_const(ins[2], "dropout probability") if given else op.attrs.get("p", 0.5), np.float64).reshape(-1)
+    if p.size != 1 or not 0.0 <= float(p[0]) <= 1.0:
+        raise Unsupported(f"dropout probability {p.tolist()} (one value in [0, 1] expected)")
+    return [lw.scale(ins[0], 1.0 - float(p[0]), 0.0), Value(ins[0].shape, poison=True)]
 
 
 # ---- shape ops: views (no data movement until an op needs another shape)
