@@ -153,6 +153,16 @@ def render(data: dict) -> str:
         out += [f"#### Throughput: {model}, batch 1, N threads x cloned predictors (1 math thread each)", ""]
         out += _table(["backend", "threads x clones", "inferences/s"], rows)
 
+    for b in by_kind["resize-reference"]:
+        e = b["extra_info"]
+        ratio = e.get("ratio_to_openvino")
+        versus = f"reference over OpenVINO **{ratio:.2f}x** (goal: 1.5x)" if ratio else "OpenVINO not measured"
+        out += [f"#### Resize models: the Paddle Inference reference on {e['model']} (batch 1)", "",
+                f"{versus}; {e['speedup_vs_onednn_off']:.2f}x faster than the reference with oneDNN off (before).",
+                ""]
+        out += _table(["runtime", "median ms (side by side)", "rel. L2 vs oneDNN off"],
+                      [[k, f"{v:.2f}", f"{e['rel_l2_vs_onednn_off'].get(k, 0.0):.1e}"]
+                       for k, v in e["side_by_side_ms"].items()])
     out += _precision_section(sorted(by_kind["precision"], key=lambda b: (_order(b["extra_info"]["model"], zoo_order),
                                                                           b["extra_info"]["batch"])))
     out += _fastest_precision_section(by_kind["fastest-precision"])

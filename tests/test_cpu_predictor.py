@@ -159,13 +159,24 @@ paddle.jit.save(m, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 4], "
 '''
 
 
-def test_upsampling_model_runs_with_onednn_turned_off_and_says_why(tmp_path, model_builder):
+def test_upsampling_model_keeps_onednn_without_its_placement_pass_and_says_why(tmp_path, model_builder):
+    from hwdeploy.sdk import paddle_kernels
+
     model_builder(UPSAMPLE, tmp_path / "up" / "model")
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("float32")
     p = hwdeploy.predictor(tmp_path / "up", device="cpu")
-    assert p.run(x)[0].shape == (2, 4, 16, 16)
-    assert any("oneDNN disabled" in e and "nearest_interp" in e for e in p.receipt().evidence)
-    # The Paddle bug this works around: forcing oneDNN on fails at run time (a clear error, not an abort).
+    with paddle_kernels.capture_lock, paddle_kernels.capture_kernel_program() as dump:
+        got = p.run(x)[0]
+    assert got.shape == (2, 4, 16, 16)
+    assert any("oneDNN without its placement pass" in e and "nearest_interp" in e for e in p.receipt().evidence)
+    # Where the kernels really ran: the convolution on oneDNN, the resize on its CPU kernel.
+    if dump.records is not None:  # None only if this process's Paddle ran before the dump site was registered
+        backends = {r.kernel: r.backend for r in dump.records}
+        assert backends["nearest_interp"] == "CPU" and "ONEDNN" in {b for k, b in backends.items() if "conv" in k}
+    # The same numbers as Paddle's native kernels (oneDNN off).
+    with hwdeploy.predictor(tmp_path / "up", device="cpu", onednn=False) as native:
+        assert rel_l2(got, native.run(x)[0]) <= 1e-5
+    # The Paddle bug this works around: forcing oneDNN's full placement fails at run time (a clear error).
     forced = hwdeploy.predictor(tmp_path / "up", device="cpu", onednn=True)
     with pytest.raises(hwdeploy.BackendError, match="ConvertPirAttribute2RuntimeAttribute"):
         forced.run(x)

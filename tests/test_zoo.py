@@ -356,3 +356,27 @@ def test_the_detector_runs_nms_and_its_boxes_vary_per_image():
     np.testing.assert_allclose(rows2[:, 2:], rows[:, 2:] / 2, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(rows2[:, :2], rows[:, :2])
     p.close()
+
+
+# ------------------------------------------------------------------------------------------- segmenter
+
+@pytest.mark.slow
+def test_the_segmenter_resizes_to_the_run_time_size_and_keeps_onednn_for_the_rest():
+    """tiny_segmenter (PP-LiteSeg's layout): bilinear resizes sized by shape tensors at run time, channel
+    mean/max attention; the reference runs it with oneDNN minus its placement pass, with the numbers of
+    Paddle's native kernels, at unit scale."""
+    from hwdeploy.sdk.paddle_format import load_pir_program
+    from hwdeploy.sdk.testing import rel_l2
+
+    z = zoo.get("tiny_segmenter")
+    ops = load_pir_program(z.model.program).op_types()
+    assert {"pd_op.bilinear_interp", "pd_op.shape64", "pd_op.max", "pd_op.mean"} <= set(ops)
+    assert z.model.metadata["task"] == "segmentation" and z.build_info["calibration"]["fp32_vs_fp64_rel_l2"] < 1e-4
+    x = z.sample_inputs(batch=2, seed=3)
+    with hwdeploy.predictor(z.model, device="cpu") as reference, \
+            hwdeploy.predictor(z.model, device="cpu", onednn=False) as native:
+        out = reference.run(*x)[0]
+        assert out.shape == (2, zoo.SEGMENTER_CLASSES, zoo.SEGMENTER_SIZE, zoo.SEGMENTER_SIZE)
+        assert 0.5 < float(out.std()) < 2.0
+        assert rel_l2(out, native.run(*x)[0]) <= 1e-5
+        assert any("oneDNN without its placement pass" in e for e in reference.receipt().evidence)

@@ -149,6 +149,8 @@ DETECTOR_CLASSES = 3
 #: multiclass_nms3 as PaddleDetection's exports call it (PP-PicoDet's settings, scaled to 64 anchors).
 DETECTOR_NMS = {"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 64, "keep_top_k": 20,
                 "background_label": -1}
+SEGMENTER_SIZE = 128
+SEGMENTER_CLASSES = 4
 DETECTOR_BACKGROUND_LOGIT = 2.5  # score logits shifted down by this: sigmoid(-2.5) = 0.08 for an average cell
 
 _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
@@ -176,6 +178,12 @@ _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("unet_small", "2-level U-Net: conv-BN-ReLU blocks, max-pool down, 2x2 transposed-conv up, skip"
              " concatenations, 4-class per-pixel head; 64x64 RGB", "segmentation",
              (_image(64),), output="per-pixel logits [N, 4, 64, 64]"),
+    ZooEntry("tiny_segmenter", "Segmentation net in PP-LiteSeg's layout: 4 stride-2 conv-BN-ReLU stages, a"
+             " pyramid-pooling context (global pool, bilinear back), two attention fusions (channel mean/max"
+             " spatial attention over a bilinear upsample to the run-time size of the finer map), a"
+             f" {SEGMENTER_CLASSES}-class head at 1/4 resolution resized bilinearly to the input's run-time size;"
+             f" {SEGMENTER_SIZE}x{SEGMENTER_SIZE} RGB", "segmentation", (_image(SEGMENTER_SIZE),), batch_range=(1, 4),
+             output=f"per-pixel logits [N, {SEGMENTER_CLASSES}, {SEGMENTER_SIZE}, {SEGMENTER_SIZE}]"),
     ZooEntry("tiny_detector", f"Anchor-free detector in PP-PicoDet's layout: 3 stride-2 conv-BN-ReLU stages"
              f" ({DETECTOR_SIZE}x{DETECTOR_SIZE} RGB -> 8x8 cells), per-cell class scores (sigmoid,"
              f" {DETECTOR_CLASSES} classes) and box distances (exp), boxes divided by scale_factor, then"
@@ -794,6 +802,49 @@ def _make_layer(name: str):
         def forward(self, x):
             return self.head(paddle.flatten(self.pool(self.features(x)), 1))
 
+    def resize_to(x, like):  # bilinear, to the run-time spatial size of ``like`` (a shape tensor in the program)
+        return F.interpolate(x, size=paddle.shape(like)[2:], mode="bilinear", align_corners=False)
+
+    class AttentionFusion(nn.Layer):
+        """PP-LiteSeg's UAFM: a coarse map upsampled to the finer one, weighted by a spatial attention computed
+        from the channel mean and max of both."""
+
+        def __init__(self, c_low, c_high):
+            super().__init__()
+            self.low = conv_bn(c_low, c_high, 3, act=nn.ReLU)
+            self.attention = nn.Sequential(conv_bn(4, 2, 3, act=nn.ReLU), conv_bn(2, 1, 3))
+            self.out = conv_bn(c_high, c_high, 3, act=nn.ReLU)
+
+        def forward(self, low, high):
+            low = self.low(low)
+            up = resize_to(high, low)
+            stats = paddle.concat([up.mean(axis=1, keepdim=True), up.max(axis=1, keepdim=True),
+                                   low.mean(axis=1, keepdim=True), low.max(axis=1, keepdim=True)], axis=1)
+            att = F.sigmoid(self.attention(stats))
+            return self.out(up * att + low * (1 - att))
+
+    class TinySegmenter(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.stage1 = conv_bn(3, 16, 3, 2, act=nn.ReLU)     # 1/2
+            self.stage2 = conv_bn(16, 32, 3, 2, act=nn.ReLU)    # 1/4
+            self.stage3 = conv_bn(32, 64, 3, 2, act=nn.ReLU)    # 1/8
+            self.stage4 = conv_bn(64, 96, 3, 2, act=nn.ReLU)    # 1/16
+            self.context = conv_bn(96, 64, 1, act=nn.ReLU)
+            self.reduce = conv_bn(96, 64, 1, act=nn.ReLU)
+            self.fuse8 = AttentionFusion(64, 64)
+            self.fuse4 = AttentionFusion(32, 64)
+            self.neck = conv_bn(64, 32, 3, act=nn.ReLU)
+            self.head = nn.Conv2D(32, SEGMENTER_CLASSES, 1)
+
+        def forward(self, x):
+            f4 = self.stage2(self.stage1(x))
+            f8 = self.stage3(f4)
+            f16 = self.stage4(f8)
+            context = resize_to(self.context(F.adaptive_avg_pool2d(f16, 1)), f16) + self.reduce(f16)
+            y = self.fuse4(f4, self.fuse8(f8, context))
+            return resize_to(self.head(self.neck(y)), x)
+
     class HeadOnly(nn.Layer):
         """A detector up to one raw head (no decoding, no NMS): what calibration and fp64 sensitivity see."""
 
@@ -838,7 +889,8 @@ def _make_layer(name: str):
             return bbox, bbox_num
 
     makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall,
-              "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet, "tiny_detector": TinyDetector}
+              "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet, "tiny_detector": TinyDetector,
+              "tiny_segmenter": TinySegmenter}
     if name not in makers:
         entry(name)  # raises with the list of names
         raise AssertionError(f"zoo entry {name!r} has no builder")

@@ -55,7 +55,7 @@ def test_plain_auto_never_picks_the_onnxruntime_cpu_device(mlp):
         assert p.receipt().backend != "onnxruntime"
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter"])  # + run-time-size bilinear resizes
 def test_parity_with_the_cpu_reference(name):
     z = zoo.get(name)
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
@@ -217,3 +217,16 @@ def test_every_option_refuses_every_wrong_value(mlp):
     assert testing.assert_refuses_wrong_options(OPTIONS, predict) >= 25
     assert testing.assert_refuses_wrong_options(
         CONVERSION_OPTIONS, lambda options: hwdeploy.convert(mlp.model, "onnx-int8", **options)) >= 15
+
+
+def test_a_batch_the_onnx_export_fixed_is_refused_before_the_run():
+    """paddle2onnx exports multiclass_nms3 with a static batch of 1: batch 2 is an InputError up front (it was
+    ONNX Runtime's INVALID_ARGUMENT after the call), and the receipt says why the shape is narrower."""
+    detector = zoo.get("tiny_detector")
+    with hwdeploy.predictor(detector.model, "cpu", backend="onnxruntime", threads=1) as p:
+        assert [s.shape[0] for s in p.inputs] == [1, 1]
+        with pytest.raises(InputError, match=r"axis 0: 2 != 1"):
+            p.run(*detector.sample_inputs(2, seed=0))
+        boxes, counts = p.run(*detector.sample_inputs(1, seed=0))
+        assert any("the ONNX export is static at [1, 3, 64, 64]" in e for e in p.receipt().evidence)
+    assert boxes.shape[1] == 6 and counts.shape == (1,) and counts[0] == len(boxes)

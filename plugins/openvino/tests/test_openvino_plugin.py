@@ -39,7 +39,7 @@ def test_plain_auto_never_picks_the_openvino_device(mlp):
         assert p.receipt().backend != "openvino"
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter"])  # + run-time-size bilinear resizes
 def test_parity_with_the_cpu_reference(name):
     z = zoo.get(name)
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
@@ -191,3 +191,11 @@ def test_every_option_refuses_every_wrong_value(mlp):
     assert testing.assert_refuses_wrong_options(OPTIONS, predict) >= 25
     assert testing.assert_refuses_wrong_options(
         CONVERSION_OPTIONS, lambda options: hwdeploy.convert(mlp.model, "openvino", **options)) >= 6
+
+
+def test_a_batch_the_onnx_export_fixed_is_refused_before_the_run():
+    detector = zoo.get("tiny_detector")
+    with hwdeploy.predictor(detector.model, "cpu", backend="openvino", threads=1) as p:
+        with pytest.raises(InputError, match=r"axis 0: 2 != 1"):
+            p.run(*detector.sample_inputs(2, seed=0))
+        assert any("the ONNX export is static at [1, 2]" in e for e in p.receipt().evidence)

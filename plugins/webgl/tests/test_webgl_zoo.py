@@ -14,7 +14,8 @@ from webgl_testlib import assert_parity, cpu_reference
 
 pytestmark = pytest.mark.slow
 
-BATCH = {"mlp": 3, "unet_small": 1, "mobilenet_v2": 1, "resnet18": 1}
+# tiny_segmenter: run-time-size bilinear resizes (folded: the sizes come from static shapes), channel max/min.
+BATCH = {"mlp": 3, "unet_small": 1, "mobilenet_v2": 1, "resnet18": 1, "tiny_segmenter": 1}
 
 
 @pytest.mark.parametrize("name", list(BATCH))
@@ -29,4 +30,4 @@ def test_zoo_parity(webgl_ready, name):
     assert receipt.ops_known and all(op.device == "webgl:0" for op in receipt.ops)
     size = hwdeploy.convert(z.model, "webgl").metadata["size"]
     # mobilenet_v2 (14 MB) and resnet18 (47 MB) exceed Paddle.js' ~10 MB guidance: reported, not refused
-    assert size["within_guidance"] == (name in ("mlp", "unet_small"))
+    assert size["within_guidance"] == (name in ("mlp", "unet_small", "tiny_segmenter"))

@@ -11,6 +11,7 @@ INPUTS = {
     "encoder": [-1, 6, 8],
     "image_feed": [-1, 12],
     "extras": [-1, 5],
+    "reductions": [-1, 4, 5, 6],
 }
 
 #: Models for the converter's error paths (not in the parity set): name -> input shapes.

@@ -199,6 +199,23 @@ class Extras(nn.Layer):
         return F.swish(y) + x.cast("float64").cast("float32") / width
 
 
+class Reductions(nn.Layer):
+    """max/min over the channel, a spatial and several axes (max pools over a moved axis), with keepdim or not;
+    a bilinear resize to a size read from a static shape (folded to constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(4, 6, 3, padding=1)
+
+    def forward(self, x):  # [N, 4, 5, 6]
+        y = self.conv(x)
+        channel = y.max(axis=1, keepdim=True) - y.min(axis=1, keepdim=True)          # [N, 1, 5, 6]
+        rows = y.max(axis=2)                                                         # [N, 6, 6]
+        both = y.min(axis=[2, 3], keepdim=True)                                      # [N, 6, 1, 1]
+        up = F.interpolate(channel, size=paddle.shape(x)[2:] * 2, mode="bilinear", align_corners=False)
+        return paddle.concat([up.flatten(1), rows.flatten(1), both.flatten(1)], axis=1)
+
+
 class UnsupportedMix(nn.Layer):
     """Ops Paddle.js cannot compute exactly: every one must be named by UnsupportedOpsError."""
 
@@ -263,7 +280,7 @@ SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "
 CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,
     "matmul_softmax": MatmulSoftmax, "shape_ops": ShapeOps, "up_down": UpDown, "encoder": Encoder,
-    "image_feed": ImageFeed, "extras": Extras,
+    "image_feed": ImageFeed, "extras": Extras, "reductions": Reductions,
 }
 assert set(CLASSES) == set(INPUTS)
 

@@ -82,7 +82,9 @@ def hwdeploy_create_predictor(model, device: Device, options: dict[str, Any]):
     predictor = pi.PaddleInferencePredictor(model, device, config, options=options, receipt_extra=receipt_extra,
                                             check_finite=settings["check_finite"])
     if blockers:
-        predictor.notes.append(f"oneDNN disabled: Paddle {pi.paddle_version()} cannot run {blockers} with oneDNN")
+        predictor.notes.append(f"oneDNN without its placement pass ({pi.ONEDNN_PLACEMENT_PASS} deleted): Paddle"
+                               f" {pi.paddle_version()} cannot run {blockers} on oneDNN, so they keep their CPU"
+                               " kernels while the fused convolutions and matmuls run on oneDNN")
     return predictor
 
 

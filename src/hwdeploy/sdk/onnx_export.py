@@ -120,6 +120,29 @@ def unsupported(op_types, supported: set[str]) -> list[str]:
     return sorted({op for op in op_types if op not in _NOT_CHECKED and paddle2onnx_name(op) not in supported})
 
 
+def narrow_to_export(specs, exported_shapes) -> tuple[list, list[str]]:
+    """The program's input specs with the dims the exported graph fixed (a ``-1`` the export made static, as
+    paddle2onnx does for ``multiclass_nms3``: batch 1), and a note per narrowed input for the receipt.
+
+    ``exported_shapes`` lists each input's shape in the exported graph (``-1`` or None: dynamic). With it an
+    input the runtime would reject is an :class:`~hwdeploy.errors.InputError` before the run, not a runtime
+    error after it.
+    """
+    from dataclasses import replace
+
+    narrowed, notes = [], []
+    for spec, exported in zip(specs, exported_shapes):
+        exported = list(exported or [])
+        if len(exported) == len(spec.shape):
+            shape = tuple(e if d < 0 and isinstance(e, int) and e >= 0 else d for d, e in zip(spec.shape, exported))
+            if shape != tuple(spec.shape):
+                notes.append(f"input {spec.name}: the ONNX export is static at {list(shape)} (the program: "
+                             f"{list(spec.shape)}); other shapes are refused before the run")
+                spec = replace(spec, shape=shape)
+        narrowed.append(spec)
+    return narrowed, notes
+
+
 # ---------------------------------------------------------------- the export
 
 

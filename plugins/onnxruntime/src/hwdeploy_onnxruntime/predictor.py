@@ -23,6 +23,7 @@ from hwdeploy import Device, Predictor, Receipt
 from hwdeploy.errors import BackendError
 from hwdeploy.sdk.hostinfo import default_threads, dist_version
 from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.sdk.onnx_export import narrow_to_export
 from hwdeploy.contract.receipt import NO_KERNEL, OpPlacement
 
 BACKEND = "onnxruntime"
@@ -79,6 +80,7 @@ class OrtPredictor(Predictor):
         self.provider_warnings = [str(w.message) for w in caught]
         self.granted_providers = list(self._session.get_providers())
         self._placement = self._read_placement()
+        self.export_notes: list[str] = []
         self.inputs, self.outputs = self._io_specs()
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -124,7 +126,8 @@ class OrtPredictor(Predictor):
             inputs, outputs = specs
             # paddle2onnx keeps Paddle's feed names; use the Paddle specs when they line up.
             if [s.name for s in inputs] == [i.name for i in session_in] and len(outputs) == len(session_out):
-                return list(inputs), list(outputs)
+                inputs, self.export_notes = narrow_to_export(inputs, [i.shape for i in session_in])
+                return inputs, list(outputs)
         return ([self._spec(i) for i in session_in], [self._spec(o) for o in session_out])
 
     @staticmethod
@@ -155,6 +158,7 @@ class OrtPredictor(Predictor):
         receipt.evidence.append(f"onnxruntime: asked for providers {[self._name(p) for p in self.requested_providers]},"
                                 f" session.get_providers() = {self.granted_providers}")
         receipt.evidence.append(f"onnxruntime: intra_op_num_threads={self.threads}")
+        receipt.evidence.extend(self.export_notes)
         quantized, where = self._quantized
         executed = "int8" if quantized else "fp32"
         receipt.options["precision"] = executed

@@ -25,6 +25,7 @@ from hwdeploy.sdk.cache import cache_dir
 from hwdeploy.errors import BackendError
 from hwdeploy.sdk.hostinfo import default_threads, dist_version
 from hwdeploy.contract.model import Model, TensorSpec, model_io
+from hwdeploy.sdk.onnx_export import narrow_to_export
 from hwdeploy.contract.receipt import OpPlacement
 
 BACKEND = "openvino"
@@ -106,6 +107,7 @@ class OvPredictor(Predictor):
         self.execution_devices = list(self._compiled.get_property("EXECUTION_DEVICES"))
         self.compiled_precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._layers = self._read_layers()
+        self.export_notes: list[str] = []
         self.inputs, self.outputs = self._io_specs()
         actual = self._actual()
         self.device = device if actual == device.id else device.fallback(actual)
@@ -128,7 +130,8 @@ class OvPredictor(Predictor):
         if specs is not None:
             inputs, outputs = specs
             if [s.name for s in inputs] == [p.get_any_name() for p in ports_in] and len(outputs) == len(ports_out):
-                return list(inputs), list(outputs)
+                inputs, self.export_notes = narrow_to_export(inputs, [self._spec(p).shape for p in ports_in])
+                return inputs, list(outputs)
         return [self._spec(p) for p in ports_in], [self._spec(p) for p in ports_out]
 
     @staticmethod
@@ -159,6 +162,7 @@ class OvPredictor(Predictor):
         receipt.evidence.append(f"openvino: compiled_model EXECUTION_DEVICES = {self.execution_devices},"
                                 f" INFERENCE_PRECISION_HINT = {self.compiled_precision},"
                                 f" INFERENCE_NUM_THREADS = {self.threads}")
+        receipt.evidence.extend(self.export_notes)
         if self._conversion:
             receipt.evidence.append(f"converted by paddle2onnx {self._conversion.get('paddle2onnx', '?')} + OpenVINO"
                                     f" {self._conversion.get('openvino', '?')} (IR saved in fp32)")

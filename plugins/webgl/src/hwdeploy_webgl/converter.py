@@ -56,7 +56,7 @@ from hwdeploy.errors import ConversionError, OptionError, UnsupportedOpsError
 from hwdeploy.sdk.paddle_format import PirOp, load_pir_program, read_params
 
 #: Bump when the converter's output changes: cached artifacts of an older revision are converted again.
-CONVERTER_REVISION = 1
+CONVERTER_REVISION = 2
 #: The browser-delivery guidance of the Paddle.js docs: keep models under ~10 MB.
 SIZE_GUIDANCE_BYTES = 10_000_000
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -81,6 +81,7 @@ class Value:
     var: str | None = None  # Paddle.js var holding the data (its registered shape may differ: a view)
     items: list["Value"] | None = None  # builtin.combine
     poison: bool = False  # produced by an unsupported op
+    shape_known: bool = True  # False for a poison value whose program type has dynamic dims besides the batch
 
     @property
     def size(self) -> int:
@@ -215,6 +216,7 @@ class Lowering:
             handler = HANDLERS.get(op.type)
             outs: list[Value] | None = None
             after_refusal = any(v is not None and v.poison for v in ins)
+            shapes_guessed = any(v is not None and v.poison and not v.shape_known for v in ins)
             if after_refusal and not self.unsupported:
                 raise ConversionError(f"internal: {op.type} reads an output the converter dropped")
             if handler is None:
@@ -225,7 +227,8 @@ class Lowering:
                 try:
                     outs = handler(self, op, ins)
                 except Unsupported as exc:
-                    self.unsupported[op.type].append(str(exc))
+                    if not shapes_guessed:  # a refusal judged on made-up dims would be a false report
+                        self.unsupported[op.type].append(str(exc))
                 except NotJudgeable:
                     pass  # needs the data of an op already refused: listed through that op
                 except Exception as exc:
@@ -234,7 +237,7 @@ class Lowering:
                 if after_refusal:
                     outs = None
             if outs is None:
-                outs = [Value(tuple(max(d, 1) for d in t[1]) if t else (), poison=True) for t in op.output_types]
+                outs = [self._placeholder(t) for t in op.output_types]
             for vid, value, ttype in zip(op.outputs, outs, op.output_types):
                 if vid is None:
                     continue
@@ -250,6 +253,13 @@ class Lowering:
             raise ConversionError("the program has no input (pd_op.data)")
         if not self.fetch:
             raise ConversionError("the program has no output (pd_op.fetch)")
+
+    def _placeholder(self, ttype) -> Value:
+        """What a refused op's output looks like to the ops after it: its program type, the batch filled in."""
+        if not ttype:
+            return Value((), poison=True)
+        dims = [self.batch if i == 0 and d < 0 else d for i, d in enumerate(ttype[1])]
+        return Value(tuple(max(d, 1) for d in dims), poison=True, shape_known=all(d >= 0 for d in dims))
 
     def _raise_naming(self, op: PirOp, index: int, exc: Exception) -> NoReturn:
         """Re-raise a handler's failure naming the op, the original exception kept as the cause."""
@@ -972,6 +982,54 @@ def _sum(lw, op, ins):
                    bool(op.attrs.get("keepdim", False)))]
 
 
+def reduce_extreme(lw: Lowering, kind: str, x: Value, axes: list[int], keepdim: bool) -> Value:
+    """max/min over ``axes``: Paddle.js has no reduce_max, so each axis is moved last (a 4-D transpose) and
+    max-pooled with a 1 x L window, then moved back; min is -max(-x). Exact: no arithmetic but negation."""
+    rank = len(x.shape)
+    axes = sorted({_axis(a, rank) for a in axes}) if axes else list(range(rank))
+    if x.const is not None:
+        fn = np.max if kind == "max" else np.min
+        return Value(tuple(np.asarray(fn(x.const, axis=tuple(axes), keepdims=keepdim)).shape), x.dtype,
+                     const=np.asarray(fn(x.const, axis=tuple(axes), keepdims=keepdim)))
+    if rank > 4:
+        raise Unsupported(f"{rank}-D {kind} reduction")
+    lead = 4 - rank
+    cur = _view(x, _pad4(x.shape))
+    if kind == "min":
+        cur = lw.scale(cur, -1.0, 0.0)
+    for a in axes:
+        a4 = a + lead
+        if cur.shape[a4] == 1:
+            continue
+        perm = list(range(4))
+        perm[a4], perm[3] = perm[3], perm[a4]
+        moved = _transpose_value(lw, cur, perm) if a4 != 3 else cur
+        pooled_shape = tuple(moved.shape[:3]) + (1,)
+        out = lw.emit("pool2d", {"X": [lw.var_of(moved)]}, pooled_shape,
+                      {"pooling_type": "max", "ksize": [1, moved.shape[3]], "strides": [1, 1], "paddings": [0, 0],
+                       "global_pooling": False, "adaptive": False, "ceil_mode": False, "exclusive": True,
+                       "padding_algorithm": "EXPLICIT"})
+        pooled = Value(pooled_shape, var=out)
+        cur = _transpose_value(lw, pooled, perm) if a4 != 3 else pooled
+        lw.passes[f"{kind} over an axis -> max pool"] += 1
+    if kind == "min":
+        cur = lw.scale(cur, -1.0, 0.0)
+    final = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keepdim or i not in axes)
+    return _view(cur, final or (1,))
+
+
+@handles("pd_op.max")
+def _max(lw, op, ins):
+    return [reduce_extreme(lw, "max", ins[0], _ints(ins[1], "max axes") if len(ins) > 1 else [],
+                           bool(op.attrs.get("keepdim", False)))]
+
+
+@handles("pd_op.min")
+def _min(lw, op, ins):
+    return [reduce_extreme(lw, "min", ins[0], _ints(ins[1], "min axes") if len(ins) > 1 else [],
+                           bool(op.attrs.get("keepdim", False)))]
+
+
 @handles("pd_op.softmax")
 def _softmax(lw, op, ins):
     x = ins[0]
@@ -1169,16 +1227,37 @@ def _pad3d(lw, op, ins):
     return [Value((n, c, 1) + shape4[2:], var=out)]
 
 
+def _size_from_tensors(ins) -> list[int] | None:
+    """The output size a resize reads from its size inputs, when folding made them constants (the size of a
+    static shape, as ``F.interpolate(x, size=paddle.shape(y)[2:])`` gives); None without size inputs."""
+    out_size, size_list, scale_tensor = (list(ins[1:4]) + [None] * 3)[:3]
+    if scale_tensor is not None:
+        raise Unsupported("interpolation with a run-time scale tensor")
+    if size_list is not None:  # SizeTensor (a list of scalars) wins over OutSize, as in Paddle's kernel
+        items = size_list.items if size_list.items is not None else [size_list]
+        size = [int(v) for item in items for v in _const(item, "the resize size").reshape(-1)]
+    elif out_size is not None:
+        size = _ints(out_size, "the resize size")
+    else:
+        return None
+    if len(size) != 2 or min(size) <= 0:
+        raise Unsupported(f"resize to {size}")
+    return size
+
+
 def _interp(lw, op, ins, type_):
     _check_nchw(op)
     x = ins[0]
-    if any(v is not None for v in ins[1:]):
-        raise Unsupported("interpolation with run-time size or scale tensors")
     if len(x.shape) != 4:
         raise Unsupported("interpolation of a non 4-D tensor")
     n, c, h, w = x.shape
     oh, ow = int(op.attrs.get("out_h", -1)), int(op.attrs.get("out_w", -1))
     scale = [float(s) for s in op.attrs.get("scale", [])]
+    size = _size_from_tensors(ins)
+    if size is not None:
+        if scale and min(scale) > 0:  # Paddle would then sample with 1/scale, not in/out: not the same resize
+            raise Unsupported(f"interpolation with both a size tensor and a scale {scale}")
+        oh, ow = size
     if oh <= 0 or ow <= 0:
         if len(scale) < 2 or min(scale) <= 0:
             raise Unsupported("interpolation without output size or scale")
