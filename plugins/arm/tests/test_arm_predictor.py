@@ -22,7 +22,8 @@ from hwdeploy_arm import UnrunnableModelError, load_nb
 from hwdeploy_arm.predictor import LitePredictor, example_inputs, pick_faster
 from hwdeploy_arm.worker import LiteWorkerError
 
-ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"]
+# tiny_segmenter: PIR only (its resizes take their size from run-time shape tensors: OutSize in the translation).
+ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small", "tiny_segmenter"]
 PARITY = 1e-5
 
 
@@ -33,7 +34,7 @@ def _reference(model, inputs, **options):
 
 def _reference_noise(z, inputs, reference) -> float:
     """How far Paddle Inference's oneDNN kernels are from its native ones on this model (0 if oneDNN fails)."""
-    for model in (z.model, z.legacy):
+    for model in (m for m in (z.model, z.legacy) if m is not None):
         try:
             onednn = _reference(model, inputs, onednn=True)
         except BackendError:  # e.g. oneDNN + PIR nearest_interp on Paddle 3.3.1
@@ -198,3 +199,19 @@ def test_pick_faster_keeps_the_faster_engine_and_closes_the_other(lite_python, z
         assert not loser.worker.alive
     np.testing.assert_allclose(winner.run(*inputs)[0], _reference(model, inputs)[0], rtol=1e-4, atol=1e-5)
     winner.close()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_detector_runs_its_nms_on_lite_with_the_references_boxes(batch, lite_python, zoo_model):
+    """tiny_detector through the translation (arange/meshgrid grid, builtin.split, multiclass_nms3) on Lite x86:
+    the same number of boxes per image and the same boxes (class, score, corners) as the CPU reference."""
+    z = zoo_model("tiny_detector")
+    inputs = z.sample_inputs(batch=batch, seed=11)
+    with hwdeploy.predictor(z.model, device="cpu", backend="paddle-lite", threads=1) as lite:
+        rows, counts = lite.run(*inputs)
+        assert not lite.receipt().fallback_reasons()
+    ref_rows, ref_counts = _reference(z.model, inputs, onednn=False)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert len(set(ref_counts.tolist())) > 1 or batch == 1
+    np.testing.assert_array_equal(rows[:, 0], ref_rows[:, 0])  # classes
+    np.testing.assert_allclose(rows[:, 1:], ref_rows[:, 1:], rtol=1e-5, atol=1e-4)  # scores, corners (pixels)

@@ -49,6 +49,7 @@ class Translator:
         self.types: dict[int, tuple[str, tuple[int, ...]]] = {}
         self.consts: dict[int, tuple[Any, str]] = {}  # value id -> (python value, dtype)
         self.lists: dict[int, list[int]] = {}  # builtin.combine results
+        self.vectors: dict[int, list[str]] = {}  # a vector result (meshgrid's) -> its variables, for builtin.split
         self.var_types: dict[str, tuple[str, tuple[int, ...], bool]] = {}  # name -> (dtype, dims, persistable)
         self.counts: Counter = Counter()
         self.unsupported: Counter = Counter()
@@ -563,13 +564,37 @@ def _full_with_tensor(t: Translator, op: PirOp) -> None:
 RULES["pd_op.full_with_tensor"] = _full_with_tensor
 
 
+def _size_inputs(t: Translator, op: PirOp, attrs: dict[str, Any]) -> dict[str, list[str]]:
+    """The run-time size inputs of a resize as Lite's interpolate_v2 takes them: a size list (``SizeTensor``,
+    int32 scalars) or an ``OutSize`` tensor (int32 [2]); a constant size goes into ``out_h``/``out_w``."""
+    # An absent optional input is value id 0 (or None).
+    out_size, size_list, scale_tensor = [v or None for v in (list(op.inputs[1:4]) + [None] * 3)[:3]]
+    if scale_tensor is not None:
+        raise _Untranslatable("interpolation with a run-time scale tensor")
+    if size_list is not None:
+        if size_list not in t.lists:
+            raise _Untranslatable("interpolation with a size list not built by builtin.combine")
+        return {"SizeTensor": [t.as_int32(v) for v in t.lists[size_list]]}
+    if out_size is None:
+        return {}
+    if out_size in t.consts:
+        attrs["out_h"], attrs["out_w"] = t.int_list(out_size)[-2:]
+        return {}
+    source = t.var(out_size)
+    if t.dtype(out_size) == "int32":
+        return {"OutSize": [source]}
+    name = t.new_var("cast", "int32", (2,))
+    t.emit("cast", {"X": [source]}, {"Out": [name]},
+           {"in_dtype": ("INT", DTYPE_CODES[t.dtype(out_size)]), "out_dtype": ("INT", DTYPE_CODES["int32"])})
+    return {"OutSize": [name]}
+
+
 def _interp(legacy: str) -> Rule:
     def rule(t: Translator, op: PirOp) -> None:
-        a = op.attrs
-        if any(v for v in op.inputs[1:4]):
-            raise _Untranslatable("interpolation with run-time size tensors")
+        a = dict(op.attrs)
+        inputs = {"X": [t.var(op.inputs[0])], **_size_inputs(t, op, a)}
         out = t.outputs(op, legacy)
-        t.emit(legacy, {"X": [t.var(op.inputs[0])]}, {"Out": out[:1]},
+        t.emit(legacy, inputs, {"Out": out[:1]},
                {"data_layout": ("STRING", a.get("data_format", "NCHW")), "out_d": ("INT", int(a.get("out_d", -1))),
                 "out_h": ("INT", int(a.get("out_h", -1))), "out_w": ("INT", int(a.get("out_w", -1))),
                 "scale": ("FLOATS", [float(v) for v in a.get("scale") or []]),
@@ -581,6 +606,49 @@ def _interp(legacy: str) -> Rule:
 
 RULES["pd_op.nearest_interp"] = _interp("nearest_interp_v2")
 RULES["pd_op.bilinear_interp"] = _interp("bilinear_interp_v2")
+
+
+def _meshgrid(t: Translator, op: PirOp) -> None:
+    items = t.lists.get(op.inputs[0])
+    if items is None:
+        raise _Untranslatable("meshgrid of a list not built by builtin.combine")
+    dims = tuple(int((t.types.get(v, ("", (-1,)))[1] or (-1,))[0]) for v in items)  # each output: every input's size
+    names = [t.new_var("meshgrid", t.dtype(v), dims) for v in items]
+    t.emit("meshgrid", {"X": [t.var(v) for v in items]}, {"Out": names}, {})
+    t.vectors[op.outputs[0]] = names
+
+
+RULES["pd_op.meshgrid"] = _meshgrid
+
+
+def _split_vector(t: Translator, op: PirOp) -> None:
+    """builtin.split unpacks a vector result: its outputs are the variables the producing op wrote."""
+    names = t.vectors.get(op.inputs[0])
+    if names is None or len(names) != len(op.outputs):
+        raise _Untranslatable("builtin.split of a vector no translated op produced")
+    for vid, name, vtype in zip(op.outputs, names, op.output_types):
+        if vid is not None:
+            t.names[vid] = name
+            t.types[vid] = vtype or t.var_types[name][:2]
+
+
+RULES["builtin.split"] = _split_vector
+
+
+def _multiclass_nms3(t: Translator, op: PirOp) -> None:
+    a = op.attrs
+    inputs = {"BBoxes": [t.var(op.inputs[0])], "Scores": [t.var(op.inputs[1])]}
+    if len(op.inputs) > 2 and op.inputs[2]:
+        inputs["RoisNum"] = [t.var(op.inputs[2])]
+    out = t.outputs(op, "multiclass_nms3")
+    t.emit("multiclass_nms3", inputs, {"Out": out[:1], "Index": out[1:2], "NmsRoisNum": out[2:3]},
+           {"score_threshold": ("FLOAT", float(a["score_threshold"])), "nms_top_k": ("INT", int(a["nms_top_k"])),
+            "keep_top_k": ("INT", int(a["keep_top_k"])), "nms_threshold": ("FLOAT", float(a["nms_threshold"])),
+            "normalized": ("BOOLEAN", bool(a.get("normalized", True))), "nms_eta": ("FLOAT", float(a.get("nms_eta", 1.0))),
+            "background_label": ("INT", int(a.get("background_label", -1)))})
+
+
+RULES["pd_op.multiclass_nms3"] = _multiclass_nms3
 
 
 def _clip(t: Translator, op: PirOp) -> None:
