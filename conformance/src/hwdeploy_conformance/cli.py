@@ -50,8 +50,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     # `hwdeploy conformance merge REPORT... --out DIR`: the lab scoreboard (hwdeploy_conformance.scoreboard).
     from hwdeploy_conformance import scoreboard
 
-    actions = parser.add_subparsers(dest="conformance_action", metavar="merge")
+    from hwdeploy_conformance import coverage
+
+    actions = parser.add_subparsers(dest="conformance_action", metavar="merge|coverage")
     scoreboard.configure_parser(actions.add_parser("merge", help="merge lab reports into one scoreboard"))
+    coverage.configure_parser(actions.add_parser("coverage", help="model x backend matrix: parity figure or refusal"))
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -60,6 +63,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from hwdeploy_conformance import scoreboard
 
         return scoreboard.run(args)
+    if getattr(args, "conformance_action", None) == "coverage":
+        from hwdeploy_conformance import coverage
+
+        return coverage.run(args)
     if not args.device:
         print("hwdeploy conformance: the following arguments are required: --device"
               " (or: hwdeploy conformance merge REPORT... --out DIR)", file=sys.stderr)

@@ -215,3 +215,40 @@ def test_the_detector_runs_its_nms_on_lite_with_the_references_boxes(batch, lite
     assert len(set(ref_counts.tolist())) > 1 or batch == 1
     np.testing.assert_array_equal(rows[:, 0], ref_rows[:, 0])  # classes
     np.testing.assert_allclose(rows[:, 1:], ref_rows[:, 1:], rtol=1e-5, atol=1e-4)  # scores, corners (pixels)
+
+
+SHUFFLE_BLOCK = """
+    import sys
+    import paddle
+    import paddle.nn as nn
+
+    class ShuffleBlock(nn.Layer):
+        # ShuffleNetV2's unit: chunk (split_with_num), a branch, concat, 5-D channel shuffle; plus split by sections.
+        def __init__(self):
+            super().__init__()
+            self.branch = nn.Sequential(nn.Conv2D(4, 4, 1), nn.ReLU(), nn.Conv2D(4, 4, 3, padding=1, groups=4))
+
+        def forward(self, x):
+            left, right = x.chunk(2, axis=1)
+            y = paddle.concat([left, self.branch(right)], axis=1)
+            n, c, h, w = y.shape
+            y = y.reshape([-1, 2, c // 2, h, w]).transpose([0, 2, 1, 3, 4]).reshape([-1, c, h, w])
+            a, b = paddle.split(y, [3, 5], axis=1)
+            return a * 2.0, b
+
+    layer = ShuffleBlock()
+    layer.eval()
+    paddle.jit.save(layer, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 8, 6, 6], "float32", "x")])
+"""
+
+
+def test_split_variants_and_a_5d_shuffle_run_on_lite(lite_python, tmp_path):
+    from hwdeploy.sdk.testing import build_model
+
+    directory = build_model(SHUFFLE_BLOCK, tmp_path / "shuffle" / "model").parent
+    x = np.random.default_rng(2).standard_normal((2, 8, 6, 6)).astype("float32")
+    with hwdeploy.predictor(directory, device="cpu", backend="paddle-lite", threads=1) as lite:
+        outputs = lite.run(x)
+    reference = _reference(hwdeploy.load_model(directory), [x], onednn=False)
+    assert [o.shape for o in outputs] == [r.shape for r in reference] == [(2, 3, 6, 6), (2, 5, 6, 6)]
+    assert max(rel_l2(a, b) for a, b in zip(outputs, reference)) <= PARITY

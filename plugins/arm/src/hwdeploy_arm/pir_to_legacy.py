@@ -627,12 +627,34 @@ def _split_vector(t: Translator, op: PirOp) -> None:
     if names is None or len(names) != len(op.outputs):
         raise _Untranslatable("builtin.split of a vector no translated op produced")
     for vid, name, vtype in zip(op.outputs, names, op.output_types):
+        if vtype:  # the unpacked values carry the types the vector op's own result did not
+            t.var_types[name] = (vtype[0], tuple(vtype[1]), False)
         if vid is not None:
             t.names[vid] = name
             t.types[vid] = vtype or t.var_types[name][:2]
 
 
 RULES["builtin.split"] = _split_vector
+
+
+def _split(t: Translator, op: PirOp) -> None:
+    """pd_op.split (sections) and pd_op.split_with_num -> legacy split; builtin.split unpacks the result."""
+    x = op.inputs[0]
+    if op.type.startswith("pd_op.split_with_num"):
+        num, sections, axis_vid = int(op.attrs["num"]), [], op.inputs[1]
+    else:
+        num, sections, axis_vid = 0, t.int_list(op.inputs[1]), op.inputs[2]
+    axis = t.int_list(axis_vid)[0]
+    parts = num or len(sections)
+    dtype = t.dtype(x)
+    names = [t.new_var("split", dtype, ()) for _ in range(parts)]
+    t.emit("split", {"X": [t.var(x)]}, {"Out": names},
+           {"axis": ("INT", axis), "num": ("INT", num), "sections": ("INTS", sections)})
+    t.vectors[op.outputs[0]] = names
+
+
+RULES["pd_op.split"] = _split
+RULES["pd_op.split_with_num"] = _split
 
 
 def _multiclass_nms3(t: Translator, op: PirOp) -> None:

@@ -1,0 +1,71 @@
+"""``hwdeploy conformance coverage``: the model x backend matrix, on real backends (ONNX Runtime here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hwdeploy.sdk import testing
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    from hwdeploy_conformance.cli import main
+
+    root = tmp_path_factory.mktemp("coverage")
+    unmapped = testing.build_onnx_unconvertible(root / "models")["unmapped"]
+    out, md = root / "coverage.json", root / "coverage.md"
+    code = main(["coverage", "--models", "zoo:mlp", "zoo:tiny_detector", str(unmapped), "--backends", "onnxruntime",
+                 "--out", str(out), "--markdown", str(md)])
+    assert code == 0
+    return json.loads(out.read_text()), md.read_text(), str(unmapped)
+
+
+def test_the_reference_comes_first_and_only_the_asked_backends_follow(matrix):
+    data, _md, _unmapped = matrix
+    assert [c["name"] for c in data["columns"]] == ["cpu/paddle-inference", "cpu/onnxruntime"]
+    assert data["columns"][0]["reference"] and not data["columns"][1]["reference"]
+    assert all(row["cpu/paddle-inference"] == {"status": "reference"} for row in data["cells"].values())
+
+
+def test_a_model_that_runs_gets_its_parity_figure_judged_as_the_suite_judges(matrix):
+    data, md, _unmapped = matrix
+    mlp = data["cells"]["zoo:mlp"]["cpu/onnxruntime"]
+    assert mlp["status"] == "parity" and mlp["figure"].startswith("rel. L2 ") and mlp["fallback"] == []
+    assert float(mlp["figure"].split()[-1]) <= 1e-4
+    # NMS outputs are matched as boxes, not element by element (their order and count may legitimately differ).
+    detector = data["cells"]["zoo:tiny_detector"]["cpu/onnxruntime"]
+    assert detector["status"] == "parity" and detector["figure"].startswith("boxes: score ")
+    assert "| mlp | reference | ✓ rel. L2 " in md
+
+
+def test_a_refusal_names_every_op_it_stops_on(matrix):
+    data, md, unmapped = matrix
+    cell = data["cells"][unmapped]["cpu/onnxruntime"]
+    assert cell["status"] == "refused" and cell["ops"] == testing.ONNX_UNMAPPED_OPS
+    assert cell["error"].startswith("UnsupportedOpsError: paddle2onnx")
+    assert "refused: pd_op.det, pd_op.inverse" in md
+    assert "2 of 3 cells run with parity" in md
+
+
+def test_a_wrong_backend_is_a_mismatch_not_a_pass(monkeypatch):
+    """A backend whose numbers are off is reported as a mismatch with the problem (the comparison is real)."""
+    from hwdeploy_conformance import coverage
+    import hwdeploy
+
+    column = next(c for c in coverage.columns(["onnxruntime"]) if c["backend"] == "onnxruntime")
+    real_predictor = hwdeploy.predictor
+
+    def skewed(model, device=None, **options):
+        p = real_predictor(model, device, **options)
+        if options.get("backend") == "onnxruntime":
+            run = p.run
+            p.run = lambda *a, **k: [o * 1.01 for o in run(*a, **k)]
+        return p
+
+    monkeypatch.setattr(hwdeploy, "predictor", skewed)
+    cell = coverage.column_in_child(column, ["zoo:mlp"])["zoo:mlp"]
+    assert cell["status"] == "mismatch" and any("relative L2 error" in p for p in cell["problems"])
