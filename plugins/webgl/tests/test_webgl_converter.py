@@ -77,11 +77,25 @@ def test_every_unsupported_op_is_named(small_models):
 
 
 def test_an_unsupported_op_after_another_is_counted_too(small_models):
-    """The second 5-D transpose reads (through a conv) what the first one produced: both are listed."""
+    """The second leaky_relu reads (through a conv) what the first one produced: both are listed."""
     with pytest.raises(UnsupportedOpsError) as info:
-        hwdeploy.convert(small_models["shuffle_chain"], "webgl", refresh=True)
-    assert info.value.ops == ["pd_op.transpose"]
-    assert "pd_op.transpose x2 (5-D transpose" in str(info.value)
+        hwdeploy.convert(small_models["refusal_chain"], "webgl", refresh=True)
+    assert info.value.ops == ["pd_op.leaky_relu"]
+    assert "pd_op.leaky_relu x2 (leaky_relu with negative_slope 2.0 > 1)" in str(info.value)
+
+
+@pytest.mark.parametrize("shape, perm, merged, compact", [
+    ((1, 2, 3, 5, 7), [0, 2, 1, 3, 4], (2, 3, 35), [1, 0, 2]),        # a channel shuffle at batch 1
+    ((4, 2, 3, 5, 7), [0, 2, 1, 3, 4], (4, 2, 3, 35), [0, 2, 1, 3]),  # ... at batch 4
+    ((2, 3, 4, 5, 6), [4, 3, 2, 1, 0], (2, 3, 4, 5, 6), [4, 3, 2, 1, 0]),  # nothing merges: still 5-D
+    ((2, 3), [0, 1], (6,), [0]),                                      # identity: one block
+])
+def test_a_permutation_moves_the_same_blocks_on_merged_axes(shape, perm, merged, compact):
+    got_merged, got_perm = converter.compact_permutation(shape, perm)
+    assert (got_merged, got_perm) == (merged, compact)
+    x = np.arange(int(np.prod(shape))).reshape(shape)
+    expected = np.transpose(x, perm).reshape(-1)
+    assert np.array_equal(np.transpose(x.reshape(got_merged), got_perm).reshape(-1), expected)
 
 
 def test_a_converter_failure_names_the_op_and_keeps_its_cause(small_models, monkeypatch):

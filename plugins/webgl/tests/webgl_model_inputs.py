@@ -12,6 +12,7 @@ INPUTS = {
     "image_feed": [-1, 12],
     "extras": [-1, 5],
     "reductions": [-1, 4, 5, 6],
+    "shuffle_chain": [-1, 4, 6, 6],
 }
 
 #: Models for the converter's error paths (not in the parity set): name -> input shapes.
@@ -20,5 +21,5 @@ SPECIAL = {
     "two_inputs": [[-1, 4], [-1, 4]],
     "dynamic_hw": [[-1, 3, -1, -1]],
     "relu6_conv": [[-1, 3, 8, 8]],
-    "shuffle_chain": [[-1, 4, 6, 6]],
+    "refusal_chain": [[-1, 4, 6, 6]],
 }

@@ -228,9 +228,20 @@ class UnsupportedMix(nn.Layer):
         return paddle.maximum(y, x * 0.5) + x.max(axis=-1, keepdim=True)
 
 
+class RefusalChain(nn.Layer):
+    """Two refused leaky_relus (slope > 1) with a conv between: the second reads (through the conv) what the
+    first produced, and both must be listed (x2), not only the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(4, 4, 1)
+
+    def forward(self, x):
+        return F.leaky_relu(self.conv(F.leaky_relu(x, 2.0)), 2.0)
+
+
 class ShuffleChain(nn.Layer):
-    """Two channel shuffles (5-D transposes) with a conv between: the second reads the first's output, and
-    both must be listed (x2), not only the first."""
+    """Two channel shuffles (5-D transposes, lowered on merged axes) with a conv between."""
 
     def __init__(self):
         super().__init__()
@@ -275,12 +286,12 @@ class Relu6Conv(nn.Layer):
 
 
 SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
-                   "relu6_conv": Relu6Conv, "shuffle_chain": ShuffleChain}
+                   "relu6_conv": Relu6Conv, "refusal_chain": RefusalChain}
 
 CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,
     "matmul_softmax": MatmulSoftmax, "shape_ops": ShapeOps, "up_down": UpDown, "encoder": Encoder,
-    "image_feed": ImageFeed, "extras": Extras, "reductions": Reductions,
+    "image_feed": ImageFeed, "extras": Extras, "reductions": Reductions, "shuffle_chain": ShuffleChain,
 }
 assert set(CLASSES) == set(INPUTS)
 

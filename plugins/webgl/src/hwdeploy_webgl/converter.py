@@ -522,9 +522,36 @@ def _transpose(lw, op, ins):
     if moved == sorted(moved):  # only size-1 axes move: same data order
         return [_view(x, shape)]
     if len(shape) > 4:
-        raise Unsupported(f"{len(shape)}-D transpose")
+        # Paddle.js tensors are at most 4-D; a 5-D shuffle (ShuffleNet's [N, g, C/g, H, W] -> [N, C/g, g, H, W])
+        # moves fewer blocks: drop size-1 axes, merge axes that stay neighbours, transpose that, view it back.
+        compact_in, compact_perm = compact_permutation(x.shape, perm)
+        if len(compact_in) > 4:
+            raise Unsupported(f"{len(shape)}-D transpose that stays {len(compact_in)}-D after merging axes")
+        compact_out = tuple(compact_in[p] for p in compact_perm)
+        out = lw.emit("transpose2", {"X": [lw.var_of(x, compact_in)]}, compact_out, {"axis": compact_perm})
+        lw.passes["5-D transpose -> merged axes"] += 1
+        return [Value(shape, var=out)]
     out = lw.emit("transpose2", {"X": [lw.var_of(x)]}, shape, {"axis": perm})
     return [Value(shape, var=out)]
+
+
+def compact_permutation(shape, perm) -> tuple[tuple[int, ...], list[int]]:
+    """The same data movement on fewer axes: size-1 axes dropped, runs of axes that stay adjacent and in order
+    merged. Returns (the merged input shape, the permutation of it); transposing the input viewed with that
+    shape gives the output's data in order."""
+    keep = [a for a in range(len(shape)) if shape[a] != 1]
+    renumber = {a: i for i, a in enumerate(keep)}
+    order = [renumber[p] for p in perm if shape[p] != 1]
+    sizes = [shape[a] for a in keep]
+    groups: list[list[int]] = []
+    for axis in order:
+        if groups and groups[-1][-1] + 1 == axis:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+    by_input = sorted(range(len(groups)), key=lambda g: groups[g][0])
+    merged = tuple(_prod([sizes[a] for a in groups[g]]) for g in by_input) or (1,)
+    return merged, [by_input.index(g) for g in range(len(groups))] or [0]
 
 
 # ---- elementwise
