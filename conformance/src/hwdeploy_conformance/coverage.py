@@ -165,7 +165,7 @@ def _figure(figures: list[dict[str, Any]]) -> str:
         parts.append(f"boxes: score {max(f['worst_score_error'] for f in boxes):.1e},"
                      f" corner {max(f['worst_coordinate_error'] for f in boxes):.1e}")
     if rel:
-        parts.append(f"rel. L2 {max(rel):.1e}")
+        parts.append(f"rel. L2 {max(rel):.1e}" if max(rel) > 0 else "identical")
     return "; ".join(parts) or "exact"
 
 
@@ -191,7 +191,10 @@ def _cell_text(cell: dict[str, Any]) -> str:
         return "reference"
     if status == "parity":
         text = f"✓ {cell['figure']}"
-        return text + (f" (fallback: {'; '.join(cell['fallback'])[:80]})" if cell.get("fallback") else "")
+        if cell.get("fallback"):  # the first words of the first reason (the JSON has them all)
+            reason = cell["fallback"][0].split("(")[0].strip()
+            text += f" (fallback: {reason[:60]}{'…' if len(reason) > 60 else ''})"
+        return text
     if status == "mismatch":
         return "✗ " + "; ".join(cell.get("problems", []))[:120].replace("|", "/")
     if cell.get("ops"):

@@ -13,6 +13,7 @@ INPUTS = {
     "extras": [-1, 5],
     "reductions": [-1, 4, 5, 6],
     "shuffle_chain": [-1, 4, 6, 6],
+    "grid_ops": [-1, 4, 6, 6],
 }
 
 #: Models for the converter's error paths (not in the parity set): name -> input shapes.

@@ -228,6 +228,19 @@ class UnsupportedMix(nn.Layer):
         return paddle.maximum(y, x * 0.5) + x.max(axis=-1, keepdim=True)
 
 
+class GridOps(nn.Layer):
+    """clip (a shifted relu6), and a PicoDet-style cell grid from arange + meshgrid (folded to constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(4, 2, 3, padding=1)
+
+    def forward(self, x):  # [N, 4, 6, 6]
+        y = self.conv(x).clip(-0.5, 0.7)
+        ys, xs = paddle.meshgrid(paddle.arange(x.shape[2], dtype="float32"), paddle.arange(x.shape[3], dtype="float32"))
+        return y + (ys * 0.1 - xs * 0.05).unsqueeze(0).unsqueeze(0)
+
+
 class RefusalChain(nn.Layer):
     """Two refused leaky_relus (slope > 1) with a conv between: the second reads (through the conv) what the
     first produced, and both must be listed (x2), not only the first."""
@@ -292,6 +305,7 @@ CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,
     "matmul_softmax": MatmulSoftmax, "shape_ops": ShapeOps, "up_down": UpDown, "encoder": Encoder,
     "image_feed": ImageFeed, "extras": Extras, "reductions": Reductions, "shuffle_chain": ShuffleChain,
+    "grid_ops": GridOps,
 }
 assert set(CLASSES) == set(INPUTS)
 

@@ -703,6 +703,40 @@ def _act(fuse_key: str, params: Callable[[PirOp], dict] | None = None, check: Ca
     return handler
 
 
+@handles("pd_op.clip")
+def _clip(lw, op, ins):
+    # clip(x, lo, hi) = lo + relu6_t(x - lo) with threshold t = hi - lo: relu6's fuse_opt takes any threshold.
+    lo = float(_const(ins[1], "clip min").reshape(-1)[0]) if len(ins) > 1 and ins[1] is not None else -np.inf
+    hi = float(_const(ins[2], "clip max").reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None else np.inf
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise Unsupported(f"clip to [{lo}, {hi}] (both bounds finite expected)")
+    x = ins[0]
+    if x.const is not None:
+        return [Value(x.shape, x.dtype, const=np.clip(x.const, lo, hi))]
+    shifted = lw.scale(x, 1.0, -lo)
+    lw.passes["clip -> shifted relu6"] += 1
+    return [lw.scale(lw.activation(shifted, {"relu6": {"threshold": hi - lo}}, "clip -> shifted relu6"), 1.0, lo)]
+
+
+@handles("pd_op.arange")
+def _arange(lw, op, ins):
+    start, end, step = (float(_const(v, f"arange {w}").reshape(-1)[0]) for v, w in zip(ins[:3], ("start", "end", "step")))
+    if step == 0 or abs((end - start) / step) > 1 << 20:
+        raise Unsupported(f"arange({start}, {end}, {step})")
+    dtype = op.attrs.get("dtype", "int64")
+    values = np.arange(start, end, step).astype(dtype if dtype in ("float32", "float64", "int32", "int64") else "float32")
+    return [Value(values.shape, values.dtype.name, const=values)]
+
+
+@handles("pd_op.meshgrid")
+def _meshgrid(lw, op, ins):
+    items = ins[0].items if ins and ins[0] is not None and ins[0].items is not None else None
+    if items is None:
+        raise Unsupported("meshgrid of a tensor array")
+    grids = np.meshgrid(*[_const(v, "meshgrid input").reshape(-1) for v in items], indexing="ij")
+    return [Value(grids[0].shape, grids[0].dtype.name, items=[Value(g.shape, g.dtype.name, const=g) for g in grids])]
+
+
 def _check_leaky(op):
     alpha = float(op.attrs.get("negative_slope", op.attrs.get("alpha", 0.02)))
     if alpha > 1:  # the shader computes max(x, alpha*x)
