@@ -1,5 +1,7 @@
 """precision="int8" on ONNX Runtime, judged on the trained zoo model digits_cnn (its held-out test split)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,12 +96,10 @@ def test_calibration_forms_are_equivalent(digits, tmp_path):
 
 @pytest.mark.parametrize("bad, error, match", bad_calibrations("x", (1, 32, 32)))
 def test_bad_calibration_is_refused_before_the_quantizer_runs(digits, monkeypatch, bad, error, match):
-    import onnxruntime.quantization as q
-
     def no_quantizer(*args, **kwargs):
         raise AssertionError("the quantizer ran")
 
-    monkeypatch.setattr(q, "quantize_static", no_quantizer)
+    monkeypatch.setattr(int8, "run_probe", no_quantizer)
     with pytest.raises(error, match=match):
         hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=bad)
 
@@ -146,16 +146,36 @@ def test_a_session_that_silently_stays_fp32_is_a_fallback(digits):
     p.close()
 
 
-def test_a_quantizer_failure_is_a_conversion_error_naming_the_step(digits, monkeypatch):
-    import onnxruntime.quantization as q
+def test_a_quantizer_failure_is_a_conversion_error_naming_the_step(digits, monkeypatch, tmp_path):
+    real = int8.run_probe
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("calibration tensor range is empty")
+    def on_a_missing_model(target, args, **kwargs):  # the child really runs, and really fails
+        return real(target, [str(tmp_path / "missing.onnx"), *args[1:]], **kwargs)
 
-    monkeypatch.setattr(q, "quantize_static", broken)
+    monkeypatch.setattr(int8, "run_probe", on_a_missing_model)
     calibration = digits.calibration_split()[:24]  # data no other test uses: not in the cache
-    with pytest.raises(ConversionError, match="quantize_static.*calibration tensor range is empty"):
+    with pytest.raises(ConversionError, match="failed at step quant_pre_process .*missing.onnx"):
         hwdeploy.predictor(digits.model, "cpu", backend="onnxruntime", precision="int8", calibration=calibration)
+
+
+def test_a_model_with_run_time_shapes_quantizes_and_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """tiny_segmenter resizes to sizes computed at run time: ONNX Runtime's symbolic shape inference gives up
+    (and writes sym_shape_infer_temp.onnx + its external data into the working directory). The quantizer then
+    uses ONNX's own shape inference, in a child process working in the artifact's directory: the caller's
+    directory stays empty, the artifact holds only the model, and the facts say what happened."""
+    segmenter = zoo.get("tiny_segmenter")
+    monkeypatch.chdir(tmp_path)
+    calibration = np.concatenate([segmenter.sample_inputs(8, seed=s)[0] for s in range(2)])
+    with hwdeploy.predictor(segmenter.model, "cpu", backend="onnxruntime", precision="int8", fallback="allow",
+                            calibration=calibration, threads=1) as p:
+        out = p.run(*segmenter.sample_inputs(1, seed=9))[0]
+        artifact_dir = p._onnx_path.parent
+        receipt = p.receipt()
+    assert list(tmp_path.iterdir()) == []
+    assert {f.name for f in artifact_dir.iterdir()} == {"artifact.json", "model.onnx", ".hwdeploy-manifest.json"}
+    facts = json.loads((artifact_dir / "artifact.json").read_text())["metadata"]
+    assert facts["symbolic_shape_inference"].startswith("incomplete: skipped") and facts["quantized_ops"]
+    assert receipt.options["precision"] == "int8" and out.shape == (1, 4, 128, 128) and np.isfinite(out).all()
 
 
 def test_the_command_line_runs_int8_with_calibration_data(digits, tmp_path, capfd):

@@ -28,6 +28,7 @@ from hwdeploy.errors import ConversionError
 from hwdeploy.sdk import calibration
 from hwdeploy.sdk.onnx_export import OPSET
 from hwdeploy.sdk.hostinfo import int8_saturates
+from hwdeploy.sdk.isolation import run_probe
 from hwdeploy.sdk.options import Option, OptionSchema
 
 TARGET = "onnx-int8"
@@ -38,6 +39,8 @@ CONVERSION_OPTIONS = OptionSchema("onnx-int8 conversion", [*calibration.CONVERSI
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 #: Calibration rows fed to the quantizer per batch.
 CALIBRATION_BATCH = 8
+QUANTIZE_TIMEOUT = 900.0
+PREPARED, QUANTIZED = "prepared.onnx", "model.onnx"
 
 
 def is_quantized_op(op_type: str) -> bool:
@@ -58,18 +61,19 @@ def onnx_op_counts(path: Path) -> Counter:
 
 # ------------------------------------------------------------------------------------------- the conversion
 
-def quantize(model, options: dict[str, Any], output_dir: Path):
-    """The ``onnx-int8`` conversion: fp32 ONNX (cached) -> quant_pre_process -> quantize_static (QDQ)."""
-    import hwdeploy
-    from hwdeploy import Artifact
-    from hwdeploy.sdk.onnx_export import TARGET as ONNX, onnx_options
+def quantize_in_child(fp32_onnx: str, calibration_npz: str, names: list[str], output_dir: str,
+                      reduce_range: bool) -> dict[str, Any]:
+    """``quant_pre_process`` + ``quantize_static`` (runs in the child process, in ``output_dir``: ONNX Runtime's
+    shape inference writes ``sym_shape_infer_temp.onnx`` into the working directory when it fails)."""
+    import os
 
-    settings = CONVERSION_OPTIONS.check(options)
-    reduce_range = int8_saturates() if settings["reduce_range"] is None else settings["reduce_range"]
-    fp32 = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
-    names, arrays, sha = calibration.load_checked(model, settings, "onnx-int8 conversion", fp32.path())
+    import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    os.chdir(output_dir)
+    with np.load(calibration_npz, allow_pickle=False) as data:
+        arrays = [data[name] for name in names]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -78,20 +82,51 @@ def quantize(model, options: dict[str, Any], output_dir: Path):
         def get_next(self):
             return next(self._batches, None)
 
-    output_dir = Path(output_dir)
-    prepared = output_dir / "prepared.onnx"
-    quantized = output_dir / "model.onnx"
     step = "quant_pre_process (shape inference + graph optimisation)"
+    symbolic = "complete"
     try:
-        quant_pre_process(str(fp32.path()), str(prepared), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(fp32_onnx, PREPARED, skip_symbolic_shape=False)
+        except Exception as exc:
+            if "Incomplete symbolic shape inference" not in str(exc):
+                raise
+            # Shapes computed at run time (a resize to another tensor's size): ONNX's own shape inference only.
+            symbolic = "incomplete: skipped (ONNX shape inference only)"
+            quant_pre_process(fp32_onnx, PREPARED, skip_symbolic_shape=True)
         step = "quantize_static (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration)"
-        quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(PREPARED, QUANTIZED, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
     except Exception as exc:
-        raise ConversionError(f"int8 quantization of {model.name or model.program} failed at step {step}:"
-                              f" {type(exc).__name__}: {str(exc).strip()[:500]}") from exc
+        raise RuntimeError(f"step {step}: {type(exc).__name__}: {str(exc).strip()[:500]}") from exc
     finally:
-        prepared.unlink(missing_ok=True)
+        for leftover in (PREPARED, "sym_shape_infer_temp.onnx"):
+            Path(leftover).unlink(missing_ok=True)
+    return {"symbolic_shape_inference": symbolic}
+
+
+def quantize(model, options: dict[str, Any], output_dir: Path):
+    """The ``onnx-int8`` conversion: fp32 ONNX (cached) -> quant_pre_process -> quantize_static (QDQ), in a child
+    process (a crash or a stray file there is never the host's)."""
+    import hwdeploy
+    from hwdeploy import Artifact
+    from hwdeploy.sdk.onnx_export import TARGET as ONNX, onnx_options
+
+    settings = CONVERSION_OPTIONS.check(options)
+    reduce_range = int8_saturates() if settings["reduce_range"] is None else settings["reduce_range"]
+    fp32 = hwdeploy.convert(model, ONNX, **onnx_options(settings["opset"]))
+    names, arrays, sha = calibration.load_checked(model, settings, "onnx-int8 conversion", fp32.path())
+    output_dir = Path(output_dir)
+    result = run_probe(f"{__name__}:quantize_in_child",
+                       [str(fp32.path()), settings["calibration"], names, str(output_dir), reduce_range],
+                       timeout=QUANTIZE_TIMEOUT)
+    quantized = output_dir / QUANTIZED
+    if not (result.ok and quantized.exists()):
+        detail = result.error or "a step that wrote no model"
+        detail = detail.split("RuntimeError: ", 1)[1] if "RuntimeError: step " in detail else detail
+        raise ConversionError(f"int8 quantization of {model.name or model.program} failed at {detail}")
+    leftovers = sorted(f.name for f in output_dir.iterdir() if f.name != QUANTIZED)
+    for name in leftovers:  # external-data files ONNX Runtime's failed shape inference may have left
+        (output_dir / name).unlink()
     ops = count_quantized(onnx_op_counts(quantized))
     if not ops:
         raise ConversionError(f"int8 quantization of {model.name or model.program}: quantize_static wrote a graph"
@@ -101,6 +136,7 @@ def quantize(model, options: dict[str, Any], output_dir: Path):
     facts = {"precision": "int8", "quantizer": f"onnxruntime.quantization {ort_version()}", "format": "QDQ",
              "per_channel": True, "activations": "uint8", "weights": "int8",
              "reduce_range": reduce_range, "calibration_method": "MinMax",
+             "symbolic_shape_inference": result.value["symbolic_shape_inference"],
              "calibration_sha256": sha, "calibration_rows": int(len(arrays[0])), "quantized_ops": ops,
              "fp32_onnx": dict(fp32.metadata), "paddle2onnx": fp32.metadata.get("paddle2onnx", ""),
              "onnx_opset": fp32.metadata.get("onnx_opset", "")}
