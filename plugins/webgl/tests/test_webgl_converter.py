@@ -181,7 +181,7 @@ def test_legacy_programs_are_refused():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("transformer_encoder", {"pd_op.arange", "pd_op.data", "pd_op.embedding"}),
+    ("transformer_encoder", {"pd_op.data", "pd_op.embedding"}),  # its positions (arange) fold to constants
     ("gru_text", {"pd_op.data", "pd_op.embedding", "pd_op.full_with_tensor", "pd_op.rnn"}),
 ])
 def test_zoo_models_paddlejs_cannot_express(name, expected):

@@ -1031,18 +1031,6 @@ def reduce(lw: Lowering, kind: str, x: Value, axes: list[int], keepdim: bool) ->
     return _view(cur, final or (1,))
 
 
-@handles("pd_op.mean")
-def _mean(lw, op, ins):
-    return [reduce(lw, "mean", ins[0], _ints(ins[1], "mean axes") if len(ins) > 1 else [],
-                   bool(op.attrs.get("keepdim", False)))]
-
-
-@handles("pd_op.sum")
-def _sum(lw, op, ins):
-    return [reduce(lw, "sum", ins[0], _ints(ins[1], "sum axes") if len(ins) > 1 else [],
-                   bool(op.attrs.get("keepdim", False)))]
-
-
 def reduce_extreme(lw: Lowering, kind: str, x: Value, axes: list[int], keepdim: bool) -> Value:
     """max/min over ``axes``: Paddle.js has no reduce_max, so each axis is moved last (a 4-D transpose) and
     max-pooled with a 1 x L window, then moved back; min is -max(-x). Exact: no arithmetic but negation."""
@@ -1079,16 +1067,15 @@ def reduce_extreme(lw: Lowering, kind: str, x: Value, axes: list[int], keepdim: 
     return _view(cur, final or (1,))
 
 
-@handles("pd_op.max")
-def _max(lw, op, ins):
-    return [reduce_extreme(lw, "max", ins[0], _ints(ins[1], "max axes") if len(ins) > 1 else [],
-                           bool(op.attrs.get("keepdim", False)))]
+def _reduction(kind: str, lower: Callable[..., Value]):
+    def handler(lw, op, ins):
+        axes = _ints(ins[1], f"{kind} axes") if len(ins) > 1 else []
+        return [lower(lw, kind, ins[0], axes, bool(op.attrs.get("keepdim", False)))]
+    return handler
 
 
-@handles("pd_op.min")
-def _min(lw, op, ins):
-    return [reduce_extreme(lw, "min", ins[0], _ints(ins[1], "min axes") if len(ins) > 1 else [],
-                           bool(op.attrs.get("keepdim", False)))]
+HANDLERS.update({f"pd_op.{kind}": _reduction(kind, lower) for kind, lower in (
+    ("mean", reduce), ("sum", reduce), ("max", reduce_extreme), ("min", reduce_extreme))})
 
 
 @handles("pd_op.softmax")
