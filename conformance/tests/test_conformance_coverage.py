@@ -19,7 +19,7 @@ def matrix(tmp_path_factory):
     unmapped = testing.build_onnx_unconvertible(root / "models")["unmapped"]
     out, md = root / "coverage.json", root / "coverage.md"
     code = main(["coverage", "--models", "zoo:mlp", "zoo:tiny_detector", str(unmapped), "--backends", "onnxruntime",
-                 "--out", str(out), "--markdown", str(md)])
+                 "--jobs", "2", "--out", str(out), "--markdown", str(md)])
     assert code == 0
     return json.loads(out.read_text()), md.read_text(), str(unmapped)
 

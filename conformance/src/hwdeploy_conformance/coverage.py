@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="hwdeploy-coverage.json", metavar="coverage.json", help="JSON path")
     parser.add_argument("--markdown", metavar="coverage.md", help="also write the matrix as a Markdown table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a cell is a mismatch or an error")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="backend columns measured at a time (default 1; figures do not depend on timing)")
 
 
 def run(args: argparse.Namespace) -> int:
     only = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    matrix = coverage(_model_refs(args.models), only)
+    if args.jobs < 1:
+        print("hwdeploy conformance coverage: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    matrix = coverage(_model_refs(args.models), only, jobs=args.jobs)
     Path(args.out).write_text(json.dumps(matrix, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(markdown(matrix))
@@ -85,14 +91,18 @@ def columns(only: list[str] | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def coverage(model_refs: list[str], only: list[str] | None = None) -> dict[str, Any]:
+def coverage(model_refs: list[str], only: list[str] | None = None, jobs: int = 1) -> dict[str, Any]:
     """The matrix: ``{"models": [...], "columns": [...], "cells": {model: {column: cell}}}``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from hwdeploy.sdk.isolation import run_probe
 
     cols = columns(only)
     cells: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in model_refs}
-    for col in cols:
-        result = run_probe(f"{__name__}:column_in_child", [col, model_refs], timeout=COLUMN_TIMEOUT)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each column is a child process: threads only wait
+        results = list(pool.map(lambda col: run_probe(f"{__name__}:column_in_child", [col, model_refs],
+                                                       timeout=COLUMN_TIMEOUT), cols))
+    for col, result in zip(cols, results):
         for model in model_refs:
             cells[model][col["name"]] = (result.value or {}).get(model) if result.ok else None
             if cells[model][col["name"]] is None:
