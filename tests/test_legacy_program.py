@@ -14,7 +14,8 @@ from hwdeploy.sdk import legacy_program
 
 import fault_mutants as fm
 
-ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"]
+ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small", "lcnet_small",
+       "shufflenet_small", "ocr_recognizer"]  # the zoo models with a legacy export (the trained digits ones aside)
 
 
 @pytest.fixture(scope="module")

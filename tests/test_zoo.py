@@ -24,11 +24,13 @@ from hwdeploy.sdk.testing import rel_l2
 EXPECTED = {"mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small"}
 
 
-def raw_paddle_run(model, inputs, names):
+def raw_paddle_run(model, inputs, names, onednn=True):
     """The reference: a predictor made directly with paddle.inference, fed with copy_from_cpu."""
     import paddle.inference as pi
 
     config = pi.Config(str(model.program), str(model.params))
+    if not onednn:
+        config.disable_mkldnn()
     config.set_cpu_math_library_num_threads(1)
     config.disable_glog_info()
     predictor = pi.create_predictor(config)
@@ -380,3 +382,91 @@ def test_the_segmenter_resizes_to_the_run_time_size_and_keeps_onednn_for_the_res
         assert 0.5 < float(out.std()) < 2.0
         assert rel_l2(out, native.run(*x)[0]) <= 1e-5
         assert any("oneDNN without its placement pass" in e for e in reference.receipt().evidence)
+
+
+# ------------------------------------------------------------------------------- the ecosystem's op families
+
+# Each new architecture: the op families it exists for (they must be in its program, or the model no longer
+# tests what the coverage matrix says it does), and which of its exports Paddle 3.3 can write.
+OP_FAMILIES = {
+    "lcnet_small": ({"pd_op.hardswish", "pd_op.hardsigmoid", "pd_op.depthwise_conv2d", "pd_op.multiply"}, True),
+    "shufflenet_small": ({"pd_op.split_with_num", "pd_op.transpose", "pd_op.reshape", "pd_op.concat"}, True),
+    "ocr_detector": ({"pd_op.nearest_interp", "pd_op.conv2d_transpose", "pd_op.sigmoid", "pd_op.hardswish"}, False),
+    "ocr_recognizer": ({"pd_op.squeeze", "pd_op.transpose", "pd_op.softmax", "pd_op.layer_norm"}, True),
+    "tiny_detector_raw": ({"pd_op.arange", "pd_op.meshgrid", "pd_op.matmul", "pd_op.softmax"}, False),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OP_FAMILIES))
+def test_each_new_architecture_has_its_op_families_and_matches_raw_paddle(name):
+    from hwdeploy.sdk.paddle_format import load_pir_program
+
+    z = zoo.get(name)
+    families, has_legacy = OP_FAMILIES[name]
+    assert families <= set(load_pir_program(z.model.program).op_types()), name
+    assert (z.legacy is not None) == has_legacy, z.legacy_error
+    assert z.build_info["calibration"]["fp32_vs_fp64_rel_l2"] < 1e-4
+    names = [spec.name for spec in z.entry.inputs]
+    with hwdeploy.predictor(z.model, device="cpu", threads=1) as p:
+        for batch in z.entry.batch_range:
+            inputs = z.sample_inputs(batch=batch, seed=batch)
+            # Raw Paddle 3.3.1 cannot run a PIR nearest/bilinear resize with oneDNN on (the reference works round it)
+            ours, reference = p.run(*inputs), raw_paddle_run(z.model, inputs, names, onednn=name != "ocr_detector")
+            assert len(ours) == 1 and ours[0].shape == reference[0].shape and ours[0].shape[0] == batch
+            assert rel_l2(ours[0], reference[0]) <= 1e-5
+    if z.legacy is not None:
+        inputs = z.sample_inputs(batch=2, seed=9)
+        with hwdeploy.predictor(z.legacy, device="cpu", threads=1) as legacy:
+            assert rel_l2(legacy.run(*inputs)[0], raw_paddle_run(z.model, inputs, names)[0]) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lcnet_small", "shufflenet_small"])
+def test_the_new_classifiers_give_unit_scale_logits(name):
+    z = zoo.get(name)
+    with hwdeploy.predictor(z.model, device="cpu") as p:
+        assert_unit_scale(p.run(*z.sample_inputs(batch=4, seed=4))[0], 4)
+
+
+@pytest.mark.slow
+def test_the_text_detector_gives_a_probability_map_that_varies_per_pixel_and_image():
+    z = zoo.get("ocr_detector")
+    with hwdeploy.predictor(z.model, device="cpu") as p:
+        prob = p.run(*z.sample_inputs(batch=2, seed=4))[0]
+    assert prob.shape == (2, 1, zoo.OCR_DET_SIZE, zoo.OCR_DET_SIZE)
+    assert 0.0 < prob.min() and prob.max() < 1.0
+    assert 0.1 < float(prob.std()) < 0.5  # unit-scale logits under the sigmoid, not a constant map
+    assert float(np.abs(prob[0] - prob[1]).mean()) > 0.05
+
+
+@pytest.mark.slow
+def test_the_recogniser_gives_ctc_probabilities_per_column():
+    z = zoo.get("ocr_recognizer")
+    with hwdeploy.predictor(z.model, device="cpu") as p:
+        probs = p.run(*z.sample_inputs(batch=3, seed=4))[0]
+    assert probs.shape == (3, zoo.OCR_STEPS, zoo.OCR_CHARSET + 1)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    best = probs.argmax(axis=-1)
+    assert len(np.unique(best)) > zoo.OCR_CHARSET // 2  # the decoded path uses many characters, not one
+    assert (best[0] != best[1]).mean() > 0.5  # and differs between crops
+
+
+@pytest.mark.slow
+def test_the_raw_detector_decodes_distribution_focal_boxes_around_each_cell():
+    """tiny_detector_raw: per cell, 4 expected edge distances (each a softmax over 0..REG_MAX strides) around the
+    cell centre, then the class scores; so every box holds its centre and no edge is further than REG_MAX
+    strides from it."""
+    z = zoo.get("tiny_detector_raw")
+    assert z.model.metadata["task"] == "detection"
+    with hwdeploy.predictor(z.model, device="cpu") as p:
+        out = p.run(*z.sample_inputs(batch=2, seed=4))[0]
+    cells_per_side = zoo.DETECTOR_SIZE // 8
+    assert out.shape == (2, cells_per_side ** 2, 4 + zoo.DETECTOR_CLASSES)
+    boxes, scores = out[..., :4], out[..., 4:]
+    centres = (np.stack(np.meshgrid(np.arange(cells_per_side), np.arange(cells_per_side)), -1).reshape(-1, 2)
+               + 0.5) * 8.0  # (cx, cy) per cell, row-major
+    left_top, right_bottom = centres - boxes[..., :2], boxes[..., 2:] - centres
+    assert left_top.min() >= 0 and right_bottom.min() >= 0
+    assert max(left_top.max(), right_bottom.max()) <= zoo.DETECTOR_REG_MAX * 8.0 + 1e-4
+    assert 0 < scores.min() and scores.max() < 1 and (scores > 0.3).any() and (scores < 0.3).mean() > 0.5

@@ -69,3 +69,18 @@ def test_a_wrong_backend_is_a_mismatch_not_a_pass(monkeypatch):
     monkeypatch.setattr(hwdeploy, "predictor", skewed)
     cell = coverage.column_in_child(column, ["zoo:mlp"])["zoo:mlp"]
     assert cell["status"] == "mismatch" and any("relative L2 error" in p for p in cell["problems"])
+
+
+def test_an_unknown_backend_is_refused_naming_what_is_available(capsys):
+    from hwdeploy_conformance.cli import main
+
+    assert main(["coverage", "--models", "zoo:mlp", "--backends", "onnxruntime,cpu/no-such-backend"]) == 2
+    err = capsys.readouterr().err
+    assert "'cpu/no-such-backend'" in err and "cpu/onnxruntime" in err and "cpu/paddle-inference" in err
+    assert "'onnxruntime'" not in err  # the known one is not blamed
+
+
+def test_a_column_can_be_named_kind_slash_backend():
+    from hwdeploy_conformance.coverage import columns
+
+    assert [c["name"] for c in columns(["cpu/onnxruntime"])] == ["cpu/paddle-inference", "cpu/onnxruntime"]

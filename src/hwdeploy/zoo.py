@@ -151,6 +151,11 @@ DETECTOR_NMS = {"score_threshold": 0.3, "nms_threshold": 0.5, "nms_top_k": 64, "
                 "background_label": -1}
 SEGMENTER_SIZE = 128
 SEGMENTER_CLASSES = 4
+OCR_DET_SIZE = 128
+OCR_REC_SHAPE = (32, 100)  # height x width of a text-line crop, as CRNN takes it
+OCR_CHARSET = 36  # 0-9a-z; CTC adds the blank at index 0
+OCR_STEPS = OCR_REC_SHAPE[1] // 4
+DETECTOR_REG_MAX = 7  # distribution-focal boxes: each edge distance is a softmax over 0..REG_MAX strides
 DETECTOR_BACKGROUND_LOGIT = 2.5  # score logits shifted down by this: sigmoid(-2.5) = 0.08 for an average cell
 
 _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
@@ -192,6 +197,30 @@ _ENTRIES: dict[str, ZooEntry] = {e.name: e for e in [
              (_image(DETECTOR_SIZE), ZooInput("scale_factor", (-1, 2), "float32", "scale")), batch_range=(1, 4),
              output="bbox [K, 6] (class, score, x1, y1, x2, y2; K = sum of bbox_num), bbox_num [N] int32",
              nms=DETECTOR_NMS),
+    ZooEntry("tiny_detector_raw", f"The detector's raw export (no NMS), with PP-PicoDet's distribution-focal box"
+             f" head: each edge distance a softmax over 0..{DETECTOR_REG_MAX} strides times their positions (a"
+             f" matmul with a 1-D arange), cell centres from arange/meshgrid; boxes in input pixels",
+             "detection", (_image(DETECTOR_SIZE),), batch_range=(1, 4),
+             output=f"per-cell boxes and scores [N, {(DETECTOR_SIZE // 8) ** 2}, {4 + DETECTOR_CLASSES}]"
+                    f" (x1, y1, x2, y2, then {DETECTOR_CLASSES} sigmoid class scores)"),
+    ZooEntry("lcnet_small", "Classifier in PP-LCNet's layout (x0.25): depthwise-separable blocks (3x3 then 5x5"
+             " depthwise, BN, hardswish), squeeze-and-excitation (global pool, 1x1 convs, ReLU, hardsigmoid) in the"
+             " last two blocks, 1x1 expansion conv, dropout (downscale_in_infer), 1000 classes; 224x224 RGB",
+             "classification", (_image(224),), output="logits [N, 1000]"),
+    ZooEntry("shufflenet_small", "ShuffleNetV2-style classifier (x0.5, 2 blocks per stage): channel split, branch,"
+             " concat and channel shuffle (5-D reshape/transpose), stride-2 blocks with two branches, 1000"
+             " classes; 224x224 RGB", "classification", (_image(224),), output="logits [N, 1000]"),
+    ZooEntry("ocr_detector", f"DB-style text detector (PP-OCR's det layout): 5 stride-2 conv-BN-hardswish stages,"
+             f" an FPN with nearest 2x upsampling and additions, per-level 3x3 convs upsampled to 1/4 and"
+             f" concatenated, a DB head of 3x3 conv and two 2x2 transposed convs back to full size, sigmoid;"
+             f" {OCR_DET_SIZE}x{OCR_DET_SIZE} RGB", "segmentation", (_image(OCR_DET_SIZE),), batch_range=(1, 4),
+             output=f"text probability map [N, 1, {OCR_DET_SIZE}, {OCR_DET_SIZE}]"),
+    ZooEntry("ocr_recognizer", f"CRNN/SVTR-style text recogniser: conv-BN-ReLU stages with 2x2 then 2x1 max pools"
+             f" down to height 1, the width as a sequence of {OCR_STEPS} steps, one global-mixing"
+             f" (self-attention) block, a CTC head over {OCR_CHARSET} characters + blank, softmax;"
+             f" {OCR_REC_SHAPE[0]}x{OCR_REC_SHAPE[1]} RGB text-line crops", "sequence",
+             (ZooInput("x", (-1, 3, *OCR_REC_SHAPE), "float32", "normal"),),
+             output=f"CTC probabilities [N, {OCR_STEPS}, {OCR_CHARSET + 1}] (blank at 0)"),
 ]}
 
 
@@ -444,8 +473,9 @@ def _build_pir(name: str, out_dir: str) -> dict[str, Any]:
             # number of boxes above the score threshold varies per image instead of always filling keep_top_k.
             layer.cls.bias.set_value(layer.cls.bias.numpy() - DETECTOR_BACKGROUND_LOGIT)
             scale["cls_background_logit"] = DETECTOR_BACKGROUND_LOGIT
-        else:
-            scale = _normalise_head(layer, head, calib, entry(name).task)
+        else:  # models with an output activation (sigmoid, softmax): their logits are made unit-scale
+            logits = PreActivation(layer) if hasattr(layer, "logits") else layer
+            scale = _normalise_head(logits, head, calib, entry(name).task)
     state = {k: v.numpy() for k, v in layer.state_dict().items()}
     np.savez(Path(out_dir) / "weights.npz", **state)
     _save(layer, name, Path(out_dir) / "pir")
@@ -630,6 +660,20 @@ def _calibrate_batch_norms(layer, inputs) -> None:
     for bn, momentum in zip(norms, saved):
         bn._momentum = momentum
     layer.eval()
+
+
+class PreActivation:
+    """A model with an output activation (sigmoid, softmax) seen up to its ``logits``: what the head's
+    normalisation must scale, since the activation's outputs cannot be unit-scale."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def eval(self):
+        self.model.eval()
+
+    def __call__(self, *inputs):
+        return self.model.logits(*inputs)
 
 
 def _normalise_head(layer, head, inputs, task: str) -> dict[str, float]:
@@ -888,9 +932,156 @@ def _make_layer(name: str):
                 True, 1.0, n["background_label"])  # normalized=True: IoU without the +1 of pixel boxes
             return bbox, bbox_num
 
+    class TinyDetectorRaw(TinyDetector):
+        def __init__(self):
+            super().__init__()
+            self.reg = nn.Conv2D(32, 4 * (DETECTOR_REG_MAX + 1), 1)  # per edge, logits over the distance bins
+
+        def forward(self, image):
+            f = self.features(image)
+            h, w = f.shape[2], f.shape[3]
+            stride = DETECTOR_SIZE / w
+            ys, xs = paddle.meshgrid(paddle.arange(h, dtype="float32"), paddle.arange(w, dtype="float32"))
+            cx, cy = ((xs + 0.5) * stride).reshape([-1]), ((ys + 0.5) * stride).reshape([-1])
+            bins = self.reg(f).reshape([0, 4, DETECTOR_REG_MAX + 1, h * w]).transpose([0, 3, 1, 2])
+            d = paddle.matmul(F.softmax(bins, axis=-1), paddle.arange(DETECTOR_REG_MAX + 1, dtype="float32"))
+            d = d * stride  # [N, cells, 4]: the expected distance of each edge
+            boxes = paddle.stack([cx - d[:, :, 0], cy - d[:, :, 1], cx + d[:, :, 2], cy + d[:, :, 3]], axis=-1)
+            scores = F.sigmoid(self.cls(f)).reshape([0, DETECTOR_CLASSES, h * w]).transpose([0, 2, 1])
+            return paddle.concat([boxes, scores], axis=-1)
+
+    class SqueezeExcite(nn.Layer):
+        """SE as PP-LCNet writes it: channel weights from the global average, through a bottleneck, hardsigmoid."""
+
+        def __init__(self, channels, reduction=4):
+            super().__init__()
+            self.gate = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Conv2D(channels, channels // reduction, 1),
+                                      nn.ReLU(), nn.Conv2D(channels // reduction, channels, 1), nn.Hardsigmoid())
+
+        def forward(self, x):
+            return x * self.gate(x)
+
+    def depthwise_separable(cin, cout, kernel, stride, se=False):
+        dw = conv_bn(cin, cin, kernel, stride, groups=cin, act=nn.Hardswish)
+        return nn.Sequential(dw, *([SqueezeExcite(cin)] if se else []), conv_bn(cin, cout, 1, act=nn.Hardswish))
+
+    class LCNetSmall(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            # (kernel, in, out, stride, SE): PP-LCNet's table at scale 0.25, the 5x5 middle run shortened
+            blocks = [(3, 8, 16, 1, False), (3, 16, 32, 2, False), (3, 32, 32, 1, False), (3, 32, 64, 2, False),
+                      (3, 64, 64, 1, False), (3, 64, 128, 2, False), (5, 128, 128, 1, False),
+                      (5, 128, 128, 1, False), (5, 128, 256, 2, True), (5, 256, 256, 1, True)]
+            self.features = nn.Sequential(conv_bn(3, 8, 3, 2, act=nn.Hardswish),
+                                          *[depthwise_separable(ci, co, k, s, se) for k, ci, co, s, se in blocks])
+            self.expand = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Conv2D(256, 512, 1), nn.Hardswish(),
+                                        nn.Dropout(0.2, mode="downscale_in_infer"))
+            self.head = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            return self.head(paddle.flatten(self.expand(self.features(x)), 1))
+
+    def channel_shuffle(x, groups=2):  # ShuffleNet's shuffle: [N, g, C/g, H, W] -> swap g and C/g -> [N, C, H, W]
+        _, c, h, w = x.shape
+        return x.reshape([0, groups, c // groups, h, w]).transpose([0, 2, 1, 3, 4]).reshape([0, c, h, w])
+
+    class ShuffleUnit(nn.Layer):
+        """ShuffleNetV2's unit: stride 1 splits the channels and transforms one half; stride 2 transforms both."""
+
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.stride = stride
+            branch_in = cin if stride == 2 else cin // 2
+            half = cout // 2
+            self.branch = nn.Sequential(conv_bn(branch_in, half, 1, act=nn.ReLU),
+                                        conv_bn(half, half, 3, stride, groups=half),
+                                        conv_bn(half, half, 1, act=nn.ReLU))
+            self.shortcut = (nn.Sequential(conv_bn(cin, cin, 3, stride, groups=cin), conv_bn(cin, half, 1, act=nn.ReLU))
+                             if stride == 2 else None)
+
+        def forward(self, x):
+            if self.stride == 1:
+                kept, changed = paddle.split(x, 2, axis=1)
+                out = paddle.concat([kept, self.branch(changed)], axis=1)
+            else:
+                out = paddle.concat([self.shortcut(x), self.branch(x)], axis=1)
+            return channel_shuffle(out)
+
+    class ShuffleNetSmall(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(conv_bn(3, 24, 3, 2, act=nn.ReLU), nn.MaxPool2D(3, 2, 1))   # 56x56
+            units, cin = [], 24
+            for cout in (48, 96, 192):                                                          # 28, 14, 7
+                units += [ShuffleUnit(cin, cout, 2), ShuffleUnit(cout, cout, 1)]
+                cin = cout
+            self.units = nn.Sequential(*units)
+            self.last = conv_bn(192, 512, 1, act=nn.ReLU)
+            self.pool = nn.AdaptiveAvgPool2D(1)
+            self.head = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            return self.head(paddle.flatten(self.pool(self.last(self.units(self.stem(x)))), 1))
+
+    def upsample(x, factor):  # DB's FPN: F.upsample(..., mode="nearest") by a constant factor
+        return F.upsample(x, scale_factor=factor, mode="nearest", align_mode=1)
+
+    class OcrDetector(nn.Layer):
+        """DB: backbone levels 1/4..1/32, DBFPN, DBHead (the shrink map only, as PP-OCR's inference export)."""
+
+        def __init__(self):
+            super().__init__()
+            widths = (16, 24, 32, 48)
+            self.stem = conv_bn(3, 16, 3, 2, act=nn.Hardswish)                               # 1/2
+            self.levels = nn.LayerList([conv_bn(ci, co, 3, 2, act=nn.Hardswish)
+                                        for ci, co in zip((16,) + widths[:-1], widths)])   # 1/4 .. 1/32
+            self.lateral = nn.LayerList([nn.Conv2D(c, 32, 1, bias_attr=False) for c in widths])
+            self.smooth = nn.LayerList([nn.Conv2D(32, 8, 3, padding=1, bias_attr=False) for _ in widths])
+            self.head_body = nn.Sequential(conv_bn(32, 8, 3, act=nn.ReLU),
+                                           nn.Conv2DTranspose(8, 8, 2, stride=2), nn.BatchNorm2D(8), nn.ReLU())
+            self.head = nn.Conv2DTranspose(8, 1, 2, stride=2)
+
+        def logits(self, x):
+            features, f = [], self.stem(x)
+            for level in self.levels:
+                f = level(f)
+                features.append(f)
+            c2, c3, c4, c5 = [lat(f) for lat, f in zip(self.lateral, features)]
+            p4 = c4 + upsample(c5, 2)
+            p3 = c3 + upsample(p4, 2)
+            p2 = c2 + upsample(p3, 2)
+            s2, s3, s4, s5 = [sm(p) for sm, p in zip(self.smooth, (p2, p3, p4, c5))]
+            fused = paddle.concat([upsample(s5, 8), upsample(s4, 4), upsample(s3, 2), s2], axis=1)
+            return self.head(self.head_body(fused))
+
+        def forward(self, x):
+            return F.sigmoid(self.logits(x))
+
+    class OcrRecognizer(nn.Layer):
+        """CRNN's convolutional body, the columns as a sequence, SVTR's global mixing, a CTC head."""
+
+        def __init__(self):
+            super().__init__()
+            stages, cin = [], 3
+            for cout, pool in ((16, 2), (32, 2), (48, (2, 1)), (64, (2, 1)), (64, (2, 1))):  # 32x100 -> 1x25
+                stages += [conv_bn(cin, cout, 3, act=nn.ReLU), nn.MaxPool2D(pool, pool)]
+                cin = cout
+            self.body = nn.Sequential(*stages)
+            self.mixing = EncoderLayer(dim=64, heads=4, ffn=128)
+            self.head = nn.Linear(64, OCR_CHARSET + 1)
+
+        def logits(self, x):
+            columns = self.body(x).squeeze(2).transpose([0, 2, 1])  # [N, C, 1, W] -> [N, W, C]
+            return self.head(self.mixing(columns))
+
+        def forward(self, x):
+            return F.softmax(self.logits(x), axis=-1)
+
     makers = {"transformer_encoder": TransformerClassifier, "gru_text": GruTagger, "unet_small": UNetSmall,
               "digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet, "tiny_detector": TinyDetector,
-              "tiny_segmenter": TinySegmenter}
+              "tiny_segmenter": TinySegmenter, "tiny_detector_raw": TinyDetectorRaw,
+              "lcnet_small": LCNetSmall, "shufflenet_small": ShuffleNetSmall,
+              "ocr_detector": OcrDetector, "ocr_recognizer": OcrRecognizer}
     if name not in makers:
         entry(name)  # raises with the list of names
         raise AssertionError(f"zoo entry {name!r} has no builder")

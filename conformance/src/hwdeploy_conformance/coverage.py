@@ -50,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("hwdeploy conformance coverage: --jobs must be at least 1", file=sys.stderr)
         return 2
-    matrix = coverage(_model_refs(args.models), only, jobs=args.jobs)
+    try:
+        matrix = coverage(_model_refs(args.models), only, jobs=args.jobs)
+    except UnknownBackendError as exc:
+        print(f"hwdeploy conformance coverage: {exc}", file=sys.stderr)
+        return 2
     Path(args.out).write_text(json.dumps(matrix, indent=1) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(markdown(matrix))
@@ -75,19 +79,36 @@ def _model_refs(args: list[str]) -> list[str]:
     return refs
 
 
+class UnknownBackendError(ValueError):
+    """``--backends`` names a backend that no available device has."""
+
+
 def columns(only: list[str] | None = None) -> list[dict[str, Any]]:
-    """One column per (device kind, backend) available here, the CPU reference first."""
+    """One column per (device kind, backend) available here, the CPU reference first.
+
+    ``only`` names backends (``openvino``) or columns (``cpu/openvino``); a name that matches nothing raises
+    :class:`UnknownBackendError` listing what is available, rather than leaving the column out unsaid.
+    """
     import hwdeploy
 
-    seen, out = set(), []
+    seen, out, matched = set(), [], set()
     for d in sorted(hwdeploy.devices(), key=lambda d: (not d.reference, d.kind, d.backend, d.index)):
-        if not d.available or (d.kind, d.backend) in seen or (only and d.backend not in only and not d.reference):
+        if not d.available or (d.kind, d.backend) in seen:
             continue
+        names = {d.backend, f"{d.kind}/{d.backend}"}
+        if only and not names & set(only) and not d.reference:
+            continue
+        matched |= names
         seen.add((d.kind, d.backend))
         out.append({"name": f"{d.kind}/{d.backend}", "device": d.id, "backend": d.backend, "plugin": d.plugin,
                     "reference": d.reference})
     if not out or not out[0]["reference"]:
         raise RuntimeError("coverage needs the CPU reference device (hwdeploy devices lists none available)")
+    unknown = [name for name in only or [] if name not in matched]
+    if unknown:
+        available = sorted({f"{d.kind}/{d.backend}" for d in hwdeploy.devices() if d.available})
+        raise UnknownBackendError(f"--backends: no available device has {', '.join(map(repr, unknown))};"
+                                  f" available here: {', '.join(available)} (or the backend part alone)")
     return out
 
 

@@ -23,7 +23,10 @@ from hwdeploy_arm.predictor import LitePredictor, example_inputs, pick_faster
 from hwdeploy_arm.worker import LiteWorkerError
 
 # tiny_segmenter: PIR only (its resizes take their size from run-time shape tensors: OutSize in the translation).
-ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small", "tiny_segmenter"]
+# The rest: PP-LCNet's SE/hardswish, ShuffleNet's split + 5-D transpose, DB's nearest upsampling and transposed
+# convs, CRNN's 2x1 pools + attention, PicoDet's distribution-focal decoding (PIR only: matmul with a 1-D arange).
+ZOO = ["mlp", "mobilenet_v2", "resnet18", "transformer_encoder", "gru_text", "unet_small", "tiny_segmenter",
+       "lcnet_small", "shufflenet_small", "ocr_detector", "ocr_recognizer", "tiny_detector_raw"]
 PARITY = 1e-5
 
 

@@ -55,13 +55,30 @@ def test_plain_auto_never_picks_the_onnxruntime_cpu_device(mlp):
         assert p.receipt().backend != "onnxruntime"
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter"])  # + run-time-size bilinear resizes
+# tiny_segmenter: run-time-size bilinear resizes; then the op families of PP-LCNet, ShuffleNetV2, DB, CRNN/SVTR
+# and PicoDet's distribution-focal head
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter", "lcnet_small", "shufflenet_small",
+                                  "ocr_detector", "ocr_recognizer", "tiny_detector_raw"])
 def test_parity_with_the_cpu_reference(name):
     z = zoo.get(name)
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
     ort = hwdeploy.predictor(z.model, "cpu", backend="onnxruntime", threads=1)
     for batch in (1, 3):
         assert_parity(reference, ort, z.sample_inputs(batch, seed=5), tol=1e-4)  # and the same names
+
+
+def test_the_onnx_export_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """paddle2onnx's optimiser runs ONNX Runtime's symbolic shape inference, which writes
+    sym_shape_infer_temp.onnx + external data into the working directory on run-time shapes (tiny_segmenter):
+    the export child works in a private directory of its own."""
+    from hwdeploy.sdk.onnx_export import export_onnx
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    (tmp_path / "out").mkdir()
+    path, facts = export_onnx(zoo.get("tiny_segmenter").model, tmp_path / "out")
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert [f.name for f in (tmp_path / "out").iterdir()] == ["model.onnx"] and facts["onnx_nodes"]
 
 
 def test_receipt_reads_providers_and_node_placement_back_from_the_session(mobilenet):

@@ -39,7 +39,10 @@ def test_plain_auto_never_picks_the_openvino_device(mlp):
         assert p.receipt().backend != "openvino"
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter"])  # + run-time-size bilinear resizes
+# tiny_segmenter: run-time-size bilinear resizes; then the op families of PP-LCNet, ShuffleNetV2, DB, CRNN/SVTR
+# and PicoDet's distribution-focal head
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_v2", "tiny_segmenter", "lcnet_small", "shufflenet_small",
+                                  "ocr_detector", "ocr_recognizer", "tiny_detector_raw"])
 def test_parity_with_the_cpu_reference(name):
     z = zoo.get(name)
     reference = hwdeploy.predictor(z.model, "cpu", threads=1)
@@ -156,6 +159,14 @@ def test_a_resize_with_a_float64_scale_runs_with_parity_through_the_fixed_up_exp
         assert not ov.receipt().fallback_reasons()
     assert got.shape == expected.shape == (2, 4, 16, 16) and testing.rel_l2(got, expected) <= 1e-5
     assert hwdeploy.convert(directory, "onnx").metadata["program_fixups"]
+
+
+def test_a_matmul_with_a_1d_constant_is_rewritten_as_a_column_so_the_cpu_plugin_compiles_it():
+    """PicoDet's distribution-focal decoding, ``(softmax(bins) @ arange(bins)) * stride``: OpenVINO 2026.4's
+    MatMulMultiplyFusion throws on the 1-D form; the IR holds the [K, 1] form instead, and says so."""
+    ir = hwdeploy.convert(zoo.get("tiny_detector_raw").model, "openvino")
+    assert ir.metadata["ir_fixups"] == {"matmul with a 1-D constant as a [K, 1] column": 1}
+    assert "ir_fixups" not in hwdeploy.convert(zoo.get("mlp").model, "openvino").metadata  # 2-D weights untouched
 
 
 def test_the_ir_is_built_from_the_shared_onnx_export_without_exporting_again(mlp, tmp_path, monkeypatch):

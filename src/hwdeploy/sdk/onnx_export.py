@@ -309,8 +309,24 @@ def export_in_child(program: str, params: str, output: str, opset: int, log: str
     """Run paddle2onnx, its output (C++ and Python) going to ``log``; return facts about the ONNX file.
 
     Called in the child process only: paddle2onnx may abort it. ``verbose=True`` makes paddle2onnx
-    log each op it starts and finishes, which names the op it fails on.
+    log each op it starts and finishes, which names the op it fails on. The child works in a private
+    directory, removed afterwards: paddle2onnx's optimiser runs ONNX Runtime's symbolic shape inference,
+    which writes ``sym_shape_infer_temp.onnx`` and its external data into the working directory when a
+    shape is only known at run time (tiny_segmenter), and the caller's directory is not ours to litter.
     """
+    import shutil
+
+    program, params, output, log = (os.path.abspath(p) if p else p for p in (program, params, output, log))
+    scratch = tempfile.mkdtemp(prefix="paddle2onnx-cwd-", dir=os.path.dirname(output))
+    os.chdir(scratch)
+    try:
+        return _run_paddle2onnx(program, params, output, opset, log)
+    finally:
+        os.chdir(os.path.dirname(output))
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_paddle2onnx(program: str, params: str, output: str, opset: int, log: str) -> dict[str, Any]:
     import json
     import sys
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -1117,17 +1117,35 @@ def _stable_softmax(lw: Lowering, x: Value) -> Value:
     return Value(x.shape, var=out)
 
 
+def _reshaped(value: Value, shape: tuple[int, ...]) -> Value:
+    """``value`` seen with another shape of the same size (a view of its var, or its constant reshaped)."""
+    const = None if value.const is None else np.asarray(value.const).reshape(shape)
+    return replace(value, shape=tuple(shape), const=const)
+
+
 @handles("pd_op.matmul")
 def _matmul(lw, op, ins):
     x, y = ins[0], ins[1]
     tx, ty = bool(op.attrs.get("transpose_x", False)), bool(op.attrs.get("transpose_y", False))
+    if len(x.shape) == 1 or len(y.shape) == 1:
+        # numpy's (and Paddle's) rule: a 1-D x is a row, a 1-D y a column, that dim is dropped from the result,
+        # and a transpose flag on a 1-D operand means nothing. PicoDet's distribution-focal decoding is
+        # ``softmax(bins) @ arange(bins)``.
+        x2 = _reshaped(x, (1,) + tuple(x.shape)) if len(x.shape) == 1 else x
+        y2 = _reshaped(y, tuple(y.shape) + (1,)) if len(y.shape) == 1 else y
+        out = _matmul_values(lw, x2, y2, tx and len(x.shape) > 1, ty and len(y.shape) > 1)
+        keep = out.shape[:-2] + out.shape[-2:-1] * (len(x.shape) > 1) + out.shape[-1:] * (len(y.shape) > 1)
+        lw.passes["matmul with a 1-D operand as 2-D"] += 1
+        return [_reshaped(out, keep)]
+    return [_matmul_values(lw, x, y, tx, ty)]
+
+
+def _matmul_values(lw: Lowering, x: Value, y: Value, tx: bool, ty: bool) -> Value:
     if x.const is not None and y.const is not None:
         a = np.swapaxes(x.const, -1, -2) if tx else x.const
         b = np.swapaxes(y.const, -1, -2) if ty else y.const
         r = np.matmul(a, b)
-        return [Value(r.shape, str(r.dtype), const=r)]
-    if len(x.shape) < 2 or len(y.shape) < 2:
-        raise Unsupported("matmul with a 1-D operand")
+        return Value(r.shape, str(r.dtype), const=r)
     if y.const is not None and ty:  # transpose constant weights once, here
         y, ty = Value(tuple(y.shape[:-2]) + (y.shape[-1], y.shape[-2]), const=np.swapaxes(y.const, -1, -2)), False
     m, k = (x.shape[-1], x.shape[-2]) if tx else (x.shape[-2], x.shape[-1])
@@ -1140,7 +1158,7 @@ def _matmul(lw, op, ins):
             raise Unsupported("batched matmul with transpose_x against a 2-D operand")
         rows = _prod(x.shape[:-1])
         out = lw.emit("matmul_v2", {"X": [lw.var_of(x, (rows, k))], "Y": [lw.var_of(y)]}, (rows, n), attrs)
-        return [Value(tuple(x.shape[:-1]) + (n,), var=out)]
+        return Value(tuple(x.shape[:-1]) + (n,), var=out)
     batch = _broadcast(x.shape[:-2], y.shape[:-2])
     if tuple(x.shape[:-2]) != batch or tuple(y.shape[:-2]) != batch:
         if y.const is not None and tuple(x.shape[:-2]) == batch:
@@ -1151,7 +1169,7 @@ def _matmul(lw, op, ins):
     if len(shape) > 4:
         raise Unsupported(f"{len(shape)}-D matmul")
     out = lw.emit("matmul_v2", {"X": [lw.var_of(x)], "Y": [lw.var_of(y)]}, shape, attrs)
-    return [Value(shape, var=out)]
+    return Value(shape, var=out)
 
 
 # ---- concat, slice, split, stack, pad, resize
