@@ -84,3 +84,16 @@ def test_a_column_can_be_named_kind_slash_backend():
     from hwdeploy_conformance.coverage import columns
 
     assert [c["name"] for c in columns(["cpu/onnxruntime"])] == ["cpu/paddle-inference", "cpu/onnxruntime"]
+
+
+def test_a_fallback_cell_names_the_ops_and_counts_the_other_reasons():
+    from hwdeploy_conformance.coverage import markdown
+
+    reasons = ["6 op(s) ran off webgl:0: pd_op.divide (host stage: reads a second input or an NMS output),"
+               " pd_op.multiclass_nms3 (host stage: Paddle.js has no NMS kernel)",
+               "the WebGL renderer is a software rasterizer (ANGLE (Google, Vulkan (SwiftShader Device)))"]
+    cell = {"status": "parity", "figure": "boxes: score 2.1e-07", "fallback": reasons}
+    matrix = {"models": ["zoo:m"], "columns": [{"name": "webgl/paddle.js-webgl"}],
+              "cells": {"zoo:m": {"webgl/paddle.js-webgl": cell}}, "seed": 7, "batch": 1}
+    row = markdown(matrix).splitlines()[2]
+    assert "(fallback: 6 op(s) ran off webgl:0: pd_op.divide, pd_op.multiclass_nms3; +1 more)" in row, row

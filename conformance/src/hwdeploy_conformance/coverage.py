@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -222,9 +223,13 @@ def _cell_text(cell: dict[str, Any]) -> str:
         return "reference"
     if status == "parity":
         text = f"✓ {cell['figure']}"
-        if cell.get("fallback"):  # the first words of the first reason (the JSON has them all)
-            reason = cell["fallback"][0].split("(")[0].strip()
-            text += f" (fallback: {reason[:60]}{'…' if len(reason) > 60 else ''})"
+        if cell.get("fallback"):  # the first reason without its explanations (the JSON has them all)
+            reason, previous = cell["fallback"][0], ""
+            while reason != previous:  # innermost parenthesised asides first; "op(s)" has no space before it
+                previous, reason = reason, re.sub(r" \([^()]*\)", "", reason)
+            reason = reason.strip()
+            more = f"; +{len(cell['fallback']) - 1} more" if len(cell["fallback"]) > 1 else ""
+            text += f" (fallback: {reason[:100]}{'…' if len(reason) > 100 else ''}{more})"
         return text
     if status == "mismatch":
         return "✗ " + "; ".join(cell.get("problems", []))[:120].replace("|", "/")

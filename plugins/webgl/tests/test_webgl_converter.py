@@ -115,10 +115,39 @@ def test_dropout_in_downscale_in_infer_mode_scales_by_one_minus_p(small_models):
     assert any(abs(s - 0.75) < 1e-7 for s in scales), scales
 
 
-def test_several_inputs_are_unsupported(small_models):
+def test_a_second_input_used_in_arithmetic_gives_a_host_stage(small_models):
+    """fc(x) + y: the page computes fc(x) (its one export), the host adds y and fetches."""
+    meta = hwdeploy.convert(small_models["two_inputs"], "webgl", refresh=True).metadata
+    host = meta["host"]
+    assert [i["name"] for i in host["inputs"]] == ["x1"] and meta["input"]["name"] == "x0"
+    assert [op["type"] for op in host["ops"]] == ["pd_op.add", "pd_op.fetch"] and host["op_counts"] == {"pd_op.add": 1}
+    assert [e["shape"] for e in host["exports"]] == [[1, 4]] and host["batched"]
+    assert meta["ops"] == {"matmul_v2": 1, "elementwise_add": 1, "reshape2": 1}  # fc's bias only: + y is not here
+
+
+def test_a_second_input_through_a_layer_is_refused_naming_the_op(small_models):
     with pytest.raises(UnsupportedOpsError) as info:
-        hwdeploy.convert(small_models["two_inputs"], "webgl", refresh=True)
-    assert info.value.ops == ["pd_op.data"] and "second model input" in str(info.value)
+        hwdeploy.convert(small_models["second_input_in_a_layer"], "webgl", refresh=True)
+    assert info.value.ops == ["pd_op.matmul"], str(info.value)
+    assert "would run on the host, where hwdeploy computes only NMS and the arithmetic around it" in str(info.value)
+
+
+def test_the_detector_gets_a_host_stage_for_its_scale_factor_and_nms():
+    """tiny_detector: the page returns the boxes before their division by scale_factor and the class scores,
+    packed in one output; the slices of scale_factor, the division and multiclass_nms3 run on the host."""
+    from hwdeploy import zoo
+
+    meta = hwdeploy.convert(zoo.get("tiny_detector").model, "webgl", refresh=True).metadata
+    host = meta["host"]
+    assert [i["name"] for i in host["inputs"]] == ["scale_factor"]
+    assert host["op_counts"] == {"pd_op.slice": 2, "pd_op.concat": 1, "pd_op.unsqueeze": 1, "pd_op.divide": 1,
+                                 "pd_op.multiclass_nms3": 1}
+    cells = (zoo.DETECTOR_SIZE // 8) ** 2
+    assert [e["shape"] for e in host["exports"]] == [[1, cells, 4], [1, zoo.DETECTOR_CLASSES, cells]]
+    assert meta["output"]["shape"] == [1, cells * (4 + zoo.DETECTOR_CLASSES), 1, 1]
+    assert [(f["name"], f["dtype"]) for f in host["fetch"]] == [("fetch_name_0", "float32"), ("fetch_name_1", "int32")]
+    nms = next(op for op in host["ops"] if op["type"] == "pd_op.multiclass_nms3")
+    assert nms["attrs"]["keep_top_k"] == zoo.DETECTOR_NMS["keep_top_k"] and nms["inputs"][2] is None
 
 
 def test_dynamic_dims_need_input_shape(small_models):

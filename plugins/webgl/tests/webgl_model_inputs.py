@@ -20,6 +20,7 @@ INPUTS = {
 SPECIAL = {
     "unsupported_mix": [[-1, 4, 6]],
     "two_inputs": [[-1, 4], [-1, 4]],
+    "second_input_in_a_layer": [[-1, 4], [-1, 4]],
     "dynamic_hw": [[-1, 3, -1, -1]],
     "relu6_conv": [[-1, 3, 8, 8]],
     "refusal_chain": [[-1, 4, 6, 6]],

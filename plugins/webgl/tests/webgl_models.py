@@ -278,6 +278,17 @@ class TwoInputs(nn.Layer):
         return self.fc(x) + y
 
 
+class SecondInputInALayer(nn.Layer):
+    """The second input through a Linear: a matmul the host stage does not compute, so a refusal."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.fc_y = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return self.fc(x) + self.fc_y(y)
+
+
 class DynamicHW(nn.Layer):
     def __init__(self):
         super().__init__()
@@ -299,6 +310,7 @@ class Relu6Conv(nn.Layer):
 
 
 SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
+                   "second_input_in_a_layer": SecondInputInALayer,
                    "relu6_conv": Relu6Conv, "refusal_chain": RefusalChain}
 
 CLASSES = {

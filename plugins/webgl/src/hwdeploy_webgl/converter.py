@@ -31,7 +31,10 @@ Paddle import. Three steps:
    - slices and splits as crops (pad3d with negative paddings on a 4-D view);
    - one reader of the input (Paddle.js uploads a new input only for the first
      op reading it); 0-d shapes as ``[1]``; at most 4-D static float32 tensors;
-     a single input named ``image`` and a single output.
+     a single input named ``image`` and a single output. A model with a second
+     input or an NMS gets a *host stage* (:class:`HostStage`,
+     :mod:`hwdeploy_webgl.host`): the page returns the tensors those ops read,
+     packed into its one output, and the host computes the rest.
 3. **Optimisation** on the emitted graph: dead ops removed (the output must be
    the last op run), conv + bias add fused, conv + batch_norm folded,
    activations fused into their producer.
@@ -54,9 +57,10 @@ import numpy as np
 
 from hwdeploy.errors import ConversionError, OptionError, UnsupportedOpsError
 from hwdeploy.sdk.paddle_format import PirOp, load_pir_program, read_params
+from hwdeploy_webgl import host as host_stage
 
 #: Bump when the converter's output changes: cached artifacts of an older revision are converted again.
-CONVERTER_REVISION = 2
+CONVERTER_REVISION = 3
 #: The browser-delivery guidance of the Paddle.js docs: keep models under ~10 MB.
 SIZE_GUIDANCE_BYTES = 10_000_000
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -82,6 +86,11 @@ class Value:
     items: list["Value"] | None = None  # builtin.combine
     poison: bool = False  # produced by an unsupported op
     shape_known: bool = True  # False for a poison value whose program type has dynamic dims besides the batch
+    host_ref: int | None = None  # computed by the host stage (see HostStage): its reference there
+
+    @property
+    def host(self) -> bool:
+        return self.host_ref is not None
 
     @property
     def size(self) -> int:
@@ -96,6 +105,87 @@ class ConvertedModel:
     output: dict[str, Any]
     passes: Counter = field(default_factory=Counter)
     pir_ops: Counter = field(default_factory=Counter)
+    #: The host stage's program (:mod:`hwdeploy_webgl.host`), or None when the page computes every output.
+    host: dict[str, Any] | None = None
+
+
+#: Ops Paddle.js has no kernel for that a model may still end with: run by the host stage.
+HOST_ONLY_OPS = {"pd_op.multiclass_nms3": "no Paddle.js kernel: NMS runs on the host after the page"}
+
+
+@dataclass
+class HostStage:
+    """What runs on the host after the page (see :mod:`hwdeploy_webgl.host`), built during lowering.
+
+    A model gets one when it has an op in :data:`HOST_ONLY_OPS` or a second input. Its first input feeds the
+    page; every op that reads another input, an NMS output or a value computed from those runs here, and so do
+    the fetches. Device values such ops read are *exported*: the page returns them all, packed into its one
+    output. References (``ref``) are the host program's own value numbers.
+    """
+
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    exports: list[tuple[int, Value]] = field(default_factory=list)
+    consts: dict[int, np.ndarray] = field(default_factory=dict)
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    fetch: list[dict[str, Any]] = field(default_factory=list)
+    _refs: int = 0
+    _exported: dict[int, int] = field(default_factory=dict)  # id(Value) -> ref
+
+    @staticmethod
+    def needed(program) -> bool:
+        types = [op.type for op in program.ops]
+        return any(t in HOST_ONLY_OPS for t in types) or types.count("pd_op.data") > 1
+
+    def new_ref(self) -> int:
+        self._refs += 1
+        return self._refs
+
+    def ref(self, value: Value) -> int:
+        """The host reference of ``value``: its own, a constant, a combined list, or a new export."""
+        if value.host:
+            return value.host_ref
+        if value.poison:
+            raise NotJudgeable()
+        if value.const is not None:
+            r = self.new_ref()
+            self.consts[r] = np.asarray(value.const)
+            return r
+        if value.items is not None:
+            r = self.new_ref()
+            self.ops.append({"type": "builtin.combine", "inputs": [self.ref(v) for v in value.items],
+                             "outputs": [r], "attrs": {}})
+            return r
+        if id(value) not in self._exported:
+            if value.dtype not in FLOAT_DTYPES:
+                raise Unsupported(f"the host stage would read a {value.dtype} value from the page (float32 only)")
+            self._exported[id(value)] = self.new_ref()
+            self.exports.append((self._exported[id(value)], value))
+        return self._exported[id(value)]
+
+    def record(self, op: PirOp, ins: list) -> list[Value]:
+        refs = [self.ref(v) if v is not None else None for v in ins]
+        outs = [self.new_ref() if vid is not None else None for vid in op.outputs]
+        self.ops.append({"type": op.type, "inputs": refs, "outputs": outs, "attrs": _jsonable(op.attrs)})
+        values = []
+        for r, ttype in zip(outs, op.output_types):
+            dtype, shape = ttype if ttype else ("float32", ())
+            values.append(Value(tuple(shape), dtype, host_ref=r if r is not None else self.new_ref()))
+        return values
+
+    def program(self) -> dict[str, Any]:
+        return {"inputs": self.inputs,
+                "exports": [{"ref": r, "shape": list(v.shape), "size": v.size} for r, v in self.exports],
+                "consts": {str(r): {"dtype": str(c.dtype), "shape": list(c.shape), "data": c.reshape(-1).tolist()}
+                           for r, c in self.consts.items()},
+                "ops": self.ops, "fetch": self.fetch,
+                "op_counts": dict(sorted(Counter(op["type"] for op in self.ops
+                                                 if op["type"] not in ("pd_op.fetch", "builtin.combine")).items()))}
+
+
+def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    def ok(v):
+        return isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(map(ok, v)))
+    return {k: v for k, v in attrs.items() if ok(v)}
 
 
 def _prod(shape) -> int:
@@ -130,6 +220,7 @@ class Lowering:
         self.counter = 0
         self.input_info: dict[str, Any] | None = None
         self.fetch: list[tuple[str, Value]] = []
+        self.host = HostStage() if program is not None and HostStage.needed(program) else None
 
     # ------------------------------------------------------------ vars and ops
     def new_var(self, shape, prefix: str = "t") -> str:
@@ -213,7 +304,7 @@ class Lowering:
     def run(self) -> None:
         for index, op in enumerate(self.program.ops):
             ins = [self.values.get(i) if i is not None else None for i in op.inputs]
-            handler = HANDLERS.get(op.type)
+            handler = _on_host if self._runs_on_host(op, ins) else HANDLERS.get(op.type)
             outs: list[Value] | None = None
             after_refusal = any(v is not None and v.poison for v in ins)
             shapes_guessed = any(v is not None and v.poison and not v.shape_known for v in ins)
@@ -241,7 +332,7 @@ class Lowering:
             for vid, value, ttype in zip(op.outputs, outs, op.output_types):
                 if vid is None:
                     continue
-                if not value.poison and ttype and value.items is None:
+                if not value.poison and ttype and value.items is None and not value.host:
                     self._check_shape(op, value, ttype[1])
                 self.values[vid] = value
         if self.unsupported:
@@ -251,8 +342,17 @@ class Lowering:
                                       f" model: {listed}", sorted(self.unsupported))
         if self.input_info is None:
             raise ConversionError("the program has no input (pd_op.data)")
-        if not self.fetch:
+        if not (self.host.fetch if self.host else self.fetch):
             raise ConversionError("the program has no output (pd_op.fetch)")
+
+    def _runs_on_host(self, op: PirOp, ins: list) -> bool:
+        if self.host is None:
+            return False
+        if op.type in HOST_ONLY_OPS or op.type == "pd_op.fetch":
+            return True
+        if op.type == "pd_op.data":
+            return self.input_info is not None  # the first input feeds the page, the others stay on the host
+        return any(v is not None and v.host for v in ins)
 
     def _placeholder(self, ttype) -> Value:
         """What a refused op's output looks like to the ops after it: its program type, the batch filled in."""
@@ -359,6 +459,32 @@ def _parameter(lw, op, ins):
         return [Value(op.output_types[0][1] if op.output_types[0] else (), poison=True)]
     array = lw.params[name]
     return [Value(tuple(array.shape), str(array.dtype), const=array)]
+
+
+def _on_host(lw, op, ins):
+    """An op of the host stage: recorded for :mod:`hwdeploy_webgl.host`, never emitted for the page."""
+    stage = lw.host
+    dtype, shape = op.output_types[0] if op.output_types and op.output_types[0] else ("float32", ())
+    if op.type == "pd_op.data":
+        ref = stage.new_ref()
+        stage.inputs.append({"name": op.attrs.get("name", f"input_{len(stage.inputs) + 1}"), "ref": ref,
+                             "dtype": dtype, "shape": list(shape)})
+        return [Value(tuple(shape), dtype, host_ref=ref)]
+    if op.type not in host_stage.KERNELS:
+        raise Unsupported("reads a second input or an NMS output, so it would run on the host, where hwdeploy"
+                          " computes only NMS and the arithmetic around it")
+    if op.type == "pd_op.multiclass_nms3":
+        boxes, scores = ins[0], ins[1]
+        if len(ins) > 2 and ins[2] is not None:
+            raise Unsupported("multiclass_nms3 with rois_num (LoD-style scores)")
+        if len(boxes.shape) != 3 or boxes.shape[-1] != 4 or len(scores.shape) != 3:
+            raise Unsupported(f"multiclass_nms3 on boxes {list(boxes.shape)} and scores {list(scores.shape)}"
+                              " (the host stage takes [N, M, 4] boxes and [N, C, M] scores)")
+    outs = stage.record(op, ins)
+    if op.type == "pd_op.fetch":
+        stage.fetch.append({"name": op.attrs.get("name", f"fetch_{len(stage.fetch)}"),
+                            "ref": stage.ops[-1]["outputs"][0], "dtype": dtype, "shape": list(shape)})
+    return outs
 
 
 @handles("pd_op.data")
@@ -1485,7 +1611,10 @@ def lower(program_path: Path, params_path: Path | None, *, batch: int = 1,
     params = read_params(params_path, sorted(n for n, _, _ in program.parameters)) if params_path else {}
     lw = Lowering(program, params, batch=batch, input_shape=input_shape)
     lw.run()
-    out_name, out_value, dynamic_batch = lw.fetch[0]
+    if lw.host is not None:
+        out_name, out_value, dynamic_batch = "exports", _packed_exports(lw), False
+    else:
+        out_name, out_value, dynamic_batch = lw.fetch[0]
     if out_value.var is None and out_value.const is not None:
         raise ConversionError("the model's output does not depend on its input")
     final = lw.var_of(out_value)
@@ -1513,10 +1642,32 @@ def lower(program_path: Path, params_path: Path | None, *, batch: int = 1,
     model = {"ops": ops, "vars": variables, "chunkNum": 0, "dataLayout": "nchw",
              "feedShape": {"fc": n * c, "fh": h, "fw": w}}
     out_shape = list(out_value.shape) or [1]
+    host = None
+    if lw.host is not None:
+        host = lw.host.program()
+        # The page runs a fixed batch; a larger one is split when every export is per sample (batch first).
+        host["batched"] = lw.input_info["batch"] is not None and all(
+            v.shape and v.shape[0] == batch for _r, v in lw.host.exports)
     return ConvertedModel(model, flat.astype("<f4"), lw.input_info,
                           {"name": out_name, "shape": out_shape, "dtype": "float32",
                            "var_shape": list(lw.var_shapes[final]), "dynamic_batch": dynamic_batch},
-                          lw.passes, Counter(op.type for op in program.ops))
+                          lw.passes, Counter(op.type for op in program.ops), host)
+
+
+def _packed_exports(lw: Lowering) -> Value:
+    """The page's one output in a model with a host stage: every export flattened, side by side."""
+    if not lw.host.exports:
+        raise ConversionError("the model's outputs do not depend on its first input: nothing runs on the page")
+    parts = [Value((1, v.size, 1, 1), var=lw.var_of(v, (1, v.size, 1, 1))) for _r, v in lw.host.exports]
+    cur, rest = parts[0], parts[1:]
+    while rest:  # the shader takes up to 4 inputs per op
+        group, rest = rest[:3], rest[3:]
+        width = cur.shape[1] + sum(v.shape[1] for v in group)
+        cur = Value((1, width, 1, 1), var=lw.emit("concat", {"X": [cur.var] + [v.var for v in group]},
+                                                  (1, width, 1, 1), {"axis": 1}))
+    if len(parts) > 1:
+        lw.passes["exports packed into the one output"] += 1
+    return cur
 
 
 def write(converted: ConvertedModel, output_dir: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict[str, Any]:

@@ -143,6 +143,8 @@ def hwdeploy_convert_model(model, target: str, options: dict[str, Any], output_d
         "pir_ops": dict(sorted(converted.pir_ops.items())), "passes": dict(sorted(converted.passes.items())),
         "paddlejs": assets.versions(), "batch": batch, "converter_revision": converter.CONVERTER_REVISION,
     }
+    if converted.host is not None:
+        meta["host"] = converted.host
     return Artifact(KIND, output_dir, written["files"], meta)
 
 

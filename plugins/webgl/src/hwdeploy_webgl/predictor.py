@@ -17,11 +17,14 @@ from hwdeploy.contract.predictor import Predictor
 from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact
 
-from hwdeploy_webgl import assets, browser
+from hwdeploy_webgl import assets, browser, host
 from hwdeploy_webgl.plugin import BACKEND, KIND as TARGET, OPTIONS, check_input_shape
 from hwdeploy_webgl.probe import SOFTWARE_RE
 
 log = logging.getLogger("hwdeploy.webgl")
+
+HOST_REASON = "host stage: reads a second input or an NMS output"
+HOST_REASONS = {"pd_op.multiclass_nms3": "host stage: Paddle.js has no NMS kernel"}
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +78,16 @@ class WebGLPredictor(Predictor):
         in_shape = list(self._input["shape"])
         self._batch = self._input.get("batch")  # None: the model's batch is fixed
         out_shape = list(self._output["shape"])
-        self._split_batch = self._batch is not None and self._output.get("dynamic_batch", False)
+        self._host = meta.get("host")  # the ops that run on the host after the page (hwdeploy_webgl.host)
+        self._split_batch = self._batch is not None and (
+            self._host["batched"] if self._host else self._output.get("dynamic_batch", False))
         if self._split_batch:
             in_shape[0] = out_shape[0] = -1
         self.inputs = [TensorSpec(self._input["name"], tuple(in_shape), "float32")]
         self.outputs = [TensorSpec(self._output["name"], tuple(out_shape), "float32")]
+        if self._host:
+            self.inputs += [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self._host["inputs"]]
+            self.outputs = [TensorSpec(f["name"], tuple(f["shape"]), f["dtype"]) for f in self._host["fetch"]]
         self._session = browser.Session(executable, self._args, self._bundles, self._files,
                                         timeout=float(settings["timeout"]))
         self._session_id = self._session.host.session_id
@@ -122,15 +130,32 @@ class WebGLPredictor(Predictor):
         var_shape = self._output["var_shape"]
         size = math.prod(var_shape)
         if not self._split_batch:
-            out = self._session.predict(x)
-            return [self._finish(out, size, self._output["shape"])]
-        b = self._batch
-        if x.shape[0] % b:
-            raise InputError(f"input {self._input['name']!r}: batch {x.shape[0]} is not a multiple of {b}, the batch"
-                             f" this model was converted with (option batch={b})")
-        parts = [self._finish(self._session.predict(x[i:i + b]), size, self._output["shape"])
-                 for i in range(0, x.shape[0], b)]
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)]
+            outs = [self._finish(self._session.predict(x), size, self._output["shape"])]
+        else:
+            b = self._batch
+            if x.shape[0] % b:
+                raise InputError(f"input {self._input['name']!r}: batch {x.shape[0]} is not a multiple of {b}, the"
+                                 f" batch this model was converted with (option batch={b})")
+            outs = [self._finish(self._session.predict(x[i:i + b]), size, self._output["shape"])
+                    for i in range(0, x.shape[0], b)]
+        if self._host:
+            return self._run_host_stage(outs, inputs)
+        return [outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)]
+
+    def _run_host_stage(self, page_outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Unpack the exports from each page run (one per batch slice) and run the host stage on all of them."""
+        for spec, array in zip(self.inputs[1:], inputs[1:]):
+            if self._split_batch and array.shape[:1] != inputs[0].shape[:1]:
+                raise InputError(f"input {spec.name!r}: batch {array.shape[0]}, but {self.inputs[0].name!r} has"
+                                 f" {inputs[0].shape[0]}")
+        exports: list[list[np.ndarray]] = [[] for _ in self._host["exports"]]
+        for flat in page_outputs:
+            offset = 0
+            for slot, spec in zip(exports, self._host["exports"]):
+                slot.append(flat.reshape(-1)[offset:offset + spec["size"]].reshape(spec["shape"]))
+                offset += spec["size"]
+        joined = [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0) for parts in exports]
+        return host.run(self._host, joined, inputs[1:])
 
     @staticmethod
     def _finish(flat: np.ndarray, size: int, shape) -> np.ndarray:
@@ -149,6 +174,14 @@ class WebGLPredictor(Predictor):
             ops=[OpPlacement(op, self.device.id, n) for op, n in sorted(Counter(self._info.get("ops", [])).items())],
             ops_known=True,
         )
+        if self._host:  # the host stage: listed as run on the host CPU, so the policy sees it as off-device
+            for op, n in self._host["op_counts"].items():
+                receipt.ops.append(OpPlacement(op, "cpu:0", n, HOST_REASONS.get(op, HOST_REASON)))
+            receipt.evidence.append(f"host stage after the page: {sum(self._host['op_counts'].values())} op(s) run by"
+                                    " hwdeploy with numpy on the host CPU (hwdeploy_webgl.host), reading"
+                                    f" {len(self._host['exports'])} tensor(s) the page returns"
+                                    + (f" and the input(s) {[i['name'] for i in self._host['inputs']]}"
+                                       if self._host["inputs"] else ""))
         receipt.evidence.append(f"UNMASKED_RENDERER_WEBGL of the model's own WebGL context: {gl.get('renderer')!r}"
                                 f" (vendor {gl.get('vendor')!r}, {gl.get('version')})")
         receipt.evidence.append(f"WebGL2={gl.get('webgl2')}, EXT_color_buffer_float={gl.get('color_buffer_float')},"
