@@ -97,3 +97,6 @@ def test_a_fallback_cell_names_the_ops_and_counts_the_other_reasons():
               "cells": {"zoo:m": {"webgl/paddle.js-webgl": cell}}, "seed": 7, "batch": 1}
     row = markdown(matrix).splitlines()[2]
     assert "(fallback: 6 op(s) ran off webgl:0: pd_op.divide, pd_op.multiclass_nms3; +1 more)" in row, row
+    cell["fallback"] = reasons[1:] + ["the shaders run on the CPU: not a GPU"]
+    row = markdown(matrix).splitlines()[2]
+    assert "(fallback: the WebGL renderer is a software rasterizer; +1 more)" in row, row

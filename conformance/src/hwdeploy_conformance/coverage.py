@@ -227,7 +227,7 @@ def _cell_text(cell: dict[str, Any]) -> str:
             reason, previous = cell["fallback"][0], ""
             while reason != previous:  # innermost parenthesised asides first; "op(s)" has no space before it
                 previous, reason = reason, re.sub(r" \([^()]*\)", "", reason)
-            reason = reason.strip()
+            reason = (reason if " ran off " in reason else reason.split(":")[0]).strip()  # ops: keep their names
             more = f"; +{len(cell['fallback']) - 1} more" if len(cell["fallback"]) > 1 else ""
             text += f" (fallback: {reason[:100]}{'…' if len(reason) > 100 else ''}{more})"
         return text
