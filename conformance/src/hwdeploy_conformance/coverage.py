@@ -12,6 +12,8 @@ backend, the CPU reference first), a cell says either
 
 A backend whose receipt shows fallback (a software renderer, ops on another device) still gets its figure, and
 the fallback reasons are in the cell: the matrix shows what runs, the fallback policy decides what is allowed.
+A backend that needs static shapes (it declares an ``input_shape`` option) is given the sample's shape for a
+model with a dynamic sequence length, and the cell records it.
 Every backend runs in a child process of its own (a runtime that crashes costs its column's remaining cells,
 never the command), with a time limit. Inputs: the zoo's realistic sample inputs at batch 1 (what every
 export takes), else random inputs of the program's specs::
@@ -171,8 +173,9 @@ def _cell(model, column: dict[str, Any]) -> dict[str, Any]:
         names = [s.name for s in reference.outputs]
     if column["reference"]:
         return {"status": "reference"}
+    options = static_shape_options(model, column, inputs)
     try:
-        with hwdeploy.predictor(model, column["device"], backend=column["backend"], fallback="allow") as p:
+        with hwdeploy.predictor(model, column["device"], backend=column["backend"], fallback="allow", **options) as p:
             got = [o.copy() for o in p.run(*inputs)]
             fallback = p.receipt().fallback_reasons()
     except HwdeployError as exc:
@@ -183,9 +186,25 @@ def _cell(model, column: dict[str, Any]) -> dict[str, Any]:
     problems, figures = compare_outputs(got, expected, DEFAULT_TOLERANCES["fp32"], model.metadata.get("task"),
                                         names, NmsSettings.of(model.metadata.get("nms")))
     cell = {"status": "mismatch" if problems else "parity", "figure": _figure(figures), "fallback": fallback}
+    if options:
+        cell["options"] = options
     if problems:
         cell["problems"] = problems[:5]
     return cell
+
+
+def static_shape_options(model, column: dict[str, Any], inputs: list) -> dict[str, Any]:
+    """``input_shape`` = the sample's shape, for a backend that declares the option (it needs static shapes:
+    WebGL) and a model whose first input has dynamic dims besides the batch (a sequence length)."""
+    import hwdeploy
+    from hwdeploy.contract.model import model_io
+
+    declared = any(plugin == column["plugin"] and schema.owner.endswith(" backend")
+                   and "input_shape" in schema.options for plugin, schema in hwdeploy.option_schemas())
+    io = model_io(model) if declared else None
+    if not io or not io[0] or all(d >= 0 for d in io[0][0].shape[1:]):
+        return {}
+    return {"input_shape": list(inputs[0].shape)}
 
 
 def _figure(figures: list[dict[str, Any]]) -> str:

@@ -209,17 +209,33 @@ def test_legacy_programs_are_refused():
         hwdeploy.convert(legacy, "webgl")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("transformer_encoder", {"pd_op.data", "pd_op.embedding"}),  # its positions (arange) fold to constants
-    ("gru_text", {"pd_op.data", "pd_op.embedding", "pd_op.full_with_tensor", "pd_op.rnn"}),
-])
-def test_zoo_models_paddlejs_cannot_express(name, expected):
+def test_the_gru_tagger_is_refused_for_its_rnn_only():
+    """Its ids are looked up on the host (as the transformer's); the GRU itself has no Paddle.js kernel."""
     from hwdeploy import zoo
 
     with pytest.raises(UnsupportedOpsError) as info:
-        hwdeploy.convert(zoo.get(name).model, "webgl", refresh=True)
-    assert set(info.value.ops) == expected
-    assert "int64 input 'tokens'" in str(info.value)
+        hwdeploy.convert(zoo.get("gru_text").model, "webgl", input_shape=[1, 32], refresh=True)
+    assert set(info.value.ops) == {"pd_op.full_with_tensor", "pd_op.rnn"}
+
+
+def test_token_ids_are_fed_as_their_embedding_looked_up_on_the_host():
+    """transformer_encoder: the page's input is the token embedding [1, L, 64], the table ships beside the model
+    (looked up by the predictor), the positions' embedding folds to a constant; a sequence length is needed."""
+    from hwdeploy import zoo
+    from hwdeploy.sdk.paddle_format import load_pir_program, read_params
+
+    model = zoo.get("transformer_encoder").model
+    with pytest.raises(ConversionError, match="dynamic dimensions .* pass input_shape"):
+        hwdeploy.convert(model, "webgl", refresh=True)
+    artifact = hwdeploy.convert(model, "webgl", input_shape=[1, 16], refresh=True)
+    info = artifact.metadata["input"]
+    assert info["name"] == "tokens" and info["dtype"] == "int64" and info["shape"] == [1, 16]
+    assert info["embedding"] == {"rows": zoo.VOCAB, "dim": 64, "padding_idx": -1, "file": "embedding.npy"}
+    table = np.load(artifact.path("embedding.npy"), allow_pickle=False)
+    params = read_params(model.params, sorted(n for n, _, _ in load_pir_program(model.program).parameters))
+    assert any(w.shape == table.shape and np.array_equal(w, table) for w in params.values())  # the token table
+    assert _model_json(artifact)["vars"]["image"]["shape"] == [1, 16, 64]
+    assert artifact.metadata["passes"]["ids looked up in their embedding on the host"] == 1
 
 
 def test_every_lowered_op_is_covered_by_the_parity_models(small_models):
@@ -229,7 +245,8 @@ def test_every_lowered_op_is_covered_by_the_parity_models(small_models):
     seen = set()
     for name in INPUTS:
         seen |= set(load_pir_program(small_models[name] / "model.json").op_types())
-    assert set(converter.HANDLERS) - seen == set()
+    # Integer ids need a zoo model (these take float32): test_webgl_zoo.py runs transformer_encoder's embedding.
+    assert set(converter.HANDLERS) - seen == {"pd_op.embedding"}
 
 
 def test_scalar_and_broadcast_legalisation_units():

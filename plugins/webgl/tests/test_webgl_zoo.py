@@ -1,11 +1,13 @@
 """The zoo models Paddle.js can express, in Chromium, against the CPU reference (fp32).
 
-transformer_encoder and gru_text take int64 tokens through embeddings (and an
-RNN): test_webgl_converter.py checks they are refused with those op names.
+transformer_encoder takes int64 tokens: the predictor looks them up in the embedding table on the host and
+feeds the page their rows (a sequence length is needed: input_shape). gru_text's GRU has no Paddle.js kernel:
+test_webgl_converter.py checks the refusal names it.
 mobilenet_v2 and resnet18 are large for a software renderer (seconds per image
 with SwiftShader) but run here all the same.
 """
 
+import numpy as np
 import pytest
 
 import hwdeploy
@@ -35,3 +37,36 @@ def test_zoo_parity(webgl_ready, name):
     size = hwdeploy.convert(z.model, "webgl").metadata["size"]
     # mobilenet_v2 (14 MB) and resnet18 (47 MB) exceed Paddle.js' ~10 MB guidance: reported, not refused
     assert size["within_guidance"] == (name not in ("mobilenet_v2", "resnet18"))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_transformer_runs_with_its_ids_looked_up_on_the_host(webgl_ready, batch):
+    from hwdeploy.errors import FallbackError, InputError
+
+    z = zoo.get("transformer_encoder")
+    tokens = z.sample_inputs(batch=batch, seed=5, seq_len=24)
+    ref = cpu_reference(z.model, *tokens)[0]
+    with hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, fallback="allow",
+                            input_shape=[1, 24], timeout=900) as p:
+        assert p.inputs[0].dtype == "int64" and p.inputs[0].value_range == (0, zoo.VOCAB)
+        assert_parity(p.run(*tokens)[0], ref)
+        off = [(op.op, op.device) for op in p.receipt().ops if op.device != "webgl:0"]
+        assert off == [("pd_op.embedding", "cpu:0")]
+        with pytest.raises(InputError, match="outside"):
+            p.run(np.full((1, 24), zoo.VOCAB, np.int64))
+    if batch == 1:
+        with pytest.raises(FallbackError, match=r"pd_op.embedding \(host: the integer ids"):
+            hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, input_shape=[1, 24])
+
+
+def test_the_coverage_matrix_gives_webgl_the_sample_s_sequence_length():
+    """hwdeploy conformance coverage: a backend declaring input_shape gets the sample's shape for a model with a
+    dynamic sequence length, and only then."""
+    from hwdeploy_conformance.coverage import static_shape_options
+
+    tokens = zoo.get("transformer_encoder")
+    sample = tokens.sample_inputs(batch=1)
+    assert static_shape_options(tokens.model, {"plugin": "webgl"}, sample) == {"input_shape": [1, 32]}
+    assert static_shape_options(tokens.model, {"plugin": "onnxruntime"}, sample) == {}
+    mlp = zoo.get("mlp")
+    assert static_shape_options(mlp.model, {"plugin": "webgl"}, mlp.sample_inputs(batch=1)) == {}

@@ -64,6 +64,7 @@ CONVERTER_REVISION = 3
 #: The browser-delivery guidance of the Paddle.js docs: keep models under ~10 MB.
 SIZE_GUIDANCE_BYTES = 10_000_000
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+EMBEDDING_FILE = "embedding.npy"  # the table of a model fed through an embedding (looked up on the host)
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
@@ -87,6 +88,7 @@ class Value:
     poison: bool = False  # produced by an unsupported op
     shape_known: bool = True  # False for a poison value whose program type has dynamic dims besides the batch
     host_ref: int | None = None  # computed by the host stage (see HostStage): its reference there
+    ids: bool = False  # the model's integer input: only an embedding may read it (looked up on the host)
 
     @property
     def host(self) -> bool:
@@ -107,6 +109,8 @@ class ConvertedModel:
     pir_ops: Counter = field(default_factory=Counter)
     #: The host stage's program (:mod:`hwdeploy_webgl.host`), or None when the page computes every output.
     host: dict[str, Any] | None = None
+    #: The embedding table the host looks integer ids up in before the page runs (see ``input["embedding"]``).
+    embedding: np.ndarray | None = None
 
 
 #: Ops Paddle.js has no kernel for that a model may still end with: run by the host stage.
@@ -221,6 +225,8 @@ class Lowering:
         self.input_info: dict[str, Any] | None = None
         self.fetch: list[tuple[str, Value]] = []
         self.host = HostStage() if program is not None and HostStage.needed(program) else None
+        self.ids_input: dict[str, Any] | None = None  # an integer first input, fed to the page as its embedding
+        self.embedding_table: np.ndarray | None = None
 
     # ------------------------------------------------------------ vars and ops
     def new_var(self, shape, prefix: str = "t") -> str:
@@ -254,6 +260,9 @@ class Lowering:
         shape = tuple(value.shape if shape is None else shape) or (1,)
         if value.poison:
             raise NotJudgeable()
+        if value.ids:
+            raise Unsupported(f"{value.dtype} ids read by an op other than an embedding (Paddle.js computes float32"
+                              " only)")
         if value.items is not None:
             raise Unsupported("a list value used as a tensor")
         if value.var is None:
@@ -350,8 +359,8 @@ class Lowering:
             return False
         if op.type in HOST_ONLY_OPS or op.type == "pd_op.fetch":
             return True
-        if op.type == "pd_op.data":
-            return self.input_info is not None  # the first input feeds the page, the others stay on the host
+        if op.type == "pd_op.data":  # the first input feeds the page, the others stay on the host
+            return self.input_info is not None or self.ids_input is not None
         return any(v is not None and v.host for v in ins)
 
     def _placeholder(self, ttype) -> Value:
@@ -487,12 +496,15 @@ def _on_host(lw, op, ins):
     return outs
 
 
+INT_DTYPES = ("int64", "int32")
+
+
 @handles("pd_op.data")
 def _data(lw, op, ins):
-    if lw.input_info is not None:
+    if lw.input_info is not None or lw.ids_input is not None:
         raise Unsupported("a second model input (Paddle.js feeds exactly one, named 'image')")
     dtype, shape = op.output_types[0] or (op.attrs.get("dtype"), tuple(op.attrs.get("shape", ())))
-    if dtype != "float32":
+    if dtype != "float32" and dtype not in INT_DTYPES:
         raise Unsupported(f"{dtype} input {op.attrs.get('name')!r} (Paddle.js feeds float32 only)")
     shape = list(shape)
     if lw.input_shape is not None:
@@ -507,11 +519,50 @@ def _data(lw, op, ins):
     if len(shape) > 4:
         raise Unsupported(f"{len(shape)}-D input (Paddle.js tensors are at most 4-D)")
     shape = tuple(shape) or (1,)
+    pir_shape = op.output_types[0][1] if op.output_types[0] else ()
+    info = {"name": op.attrs.get("name", "x"), "shape": list(shape), "dtype": dtype,
+            "batch": shape[0] if pir_shape and pir_shape[0] < 0 else None}
+    if dtype in INT_DTYPES:  # token ids: the page is fed their embedding instead (see _embedding)
+        lw.ids_input = info
+        return [Value(shape, dtype, ids=True)]
+    _feed(lw, shape, info)
+    return [Value(shape, var="image")]
+
+
+def _feed(lw: Lowering, shape: tuple[int, ...], info: dict[str, Any]) -> None:
     lw.var_shapes["image"] = shape
     lw.ops.append({"type": "feed", "inputs": {"X": ["feed"]}, "outputs": {"Out": ["image"]}, "attrs": {}})
-    pir_shape = op.output_types[0][1] if op.output_types[0] else ()
-    lw.input_info = {"name": op.attrs.get("name", "x"), "shape": list(shape), "dtype": "float32",
-                     "batch": shape[0] if pir_shape and pir_shape[0] < 0 else None}
+    lw.input_info = info
+
+
+@handles("pd_op.embedding")
+def _embedding(lw, op, ins):
+    """A lookup of constant positions folds; one of the model's integer input becomes what the page is fed: the
+    predictor looks the ids up in the table on the host (Paddle.js has no gather and computes float32 only)."""
+    ids, table = ins[0], ins[1]
+    weights = _const(table, "the embedding table")
+    padding = int(op.attrs.get("padding_idx", -1))
+    if weights.ndim != 2:
+        raise Unsupported(f"an embedding table of shape {list(weights.shape)}")
+    if ids.const is not None:
+        index = np.asarray(ids.const).astype(np.int64)
+        if index.size and not (0 <= index.min() and index.max() < len(weights)):
+            raise ConversionError(f"constant ids out of the table's {len(weights)} rows")
+        rows = np.array(weights[index])
+        if padding >= 0:
+            rows[index == padding] = 0
+        return [Value(rows.shape, str(rows.dtype), const=rows)]
+    if not ids.ids:
+        raise Unsupported("an embedding of computed ids (Paddle.js has no gather)")
+    if lw.input_info is not None:
+        raise Unsupported("a second embedding of the ids (the page is fed one tensor)")
+    shape = tuple(ids.shape) + (int(weights.shape[1]),)
+    if len(shape) > 4:
+        raise Unsupported(f"{len(shape)}-D embedding output (Paddle.js tensors are at most 4-D)")
+    _feed(lw, shape, {**lw.ids_input, "embedding": {"rows": int(weights.shape[0]), "dim": int(weights.shape[1]),
+                                                    "padding_idx": padding, "file": EMBEDDING_FILE}})
+    lw.embedding_table = np.ascontiguousarray(weights, dtype=np.float32)
+    lw.passes["ids looked up in their embedding on the host"] += 1
     return [Value(shape, var="image")]
 
 
@@ -1651,7 +1702,7 @@ def lower(program_path: Path, params_path: Path | None, *, batch: int = 1,
     return ConvertedModel(model, flat.astype("<f4"), lw.input_info,
                           {"name": out_name, "shape": out_shape, "dtype": "float32",
                            "var_shape": list(lw.var_shapes[final]), "dynamic_batch": dynamic_batch},
-                          lw.passes, Counter(op.type for op in program.ops), host)
+                          lw.passes, Counter(op.type for op in program.ops), host, lw.embedding_table)
 
 
 def _packed_exports(lw: Lowering) -> Value:
@@ -1684,6 +1735,10 @@ def write(converted: ConvertedModel, output_dir: Path, chunk_bytes: int = DEFAUL
     text = json.dumps(converted.model, separators=(",", ":"))
     (output_dir / "model.json").write_text(text)
     total = len(text) + len(data)
+    if converted.embedding is not None:
+        np.save(output_dir / EMBEDDING_FILE, converted.embedding, allow_pickle=False)
+        files.append(EMBEDDING_FILE)
+        total += converted.embedding.nbytes
     report = {
         "model_json_bytes": len(text), "weights_bytes": len(data), "total_bytes": total, "chunks": len(chunks),
         "guidance_bytes": SIZE_GUIDANCE_BYTES, "within_guidance": total <= SIZE_GUIDANCE_BYTES,

@@ -18,6 +18,7 @@ from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact
 
 from hwdeploy_webgl import assets, browser, host
+from hwdeploy_webgl.converter import EMBEDDING_FILE
 from hwdeploy_webgl.plugin import BACKEND, KIND as TARGET, OPTIONS, check_input_shape
 from hwdeploy_webgl.probe import SOFTWARE_RE
 
@@ -25,6 +26,7 @@ log = logging.getLogger("hwdeploy.webgl")
 
 HOST_REASON = "host stage: reads a second input or an NMS output"
 HOST_REASONS = {"pd_op.multiclass_nms3": "host stage: Paddle.js has no NMS kernel"}
+EMBEDDING_REASON = "host: the integer ids are looked up before the page (Paddle.js computes float32 only)"
 
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +76,11 @@ class WebGLPredictor(Predictor):
         self._artifact = artifact
         meta = artifact.metadata
         self._input, self._output = meta["input"], meta["output"]
-        self._files = {f"m/{name}": artifact.path(name).read_bytes() for name in artifact.files}
+        # A model fed through an embedding: the ids are looked up on the host, the page gets their rows.
+        self._embedding = self._input.get("embedding")
+        self._table = np.load(artifact.path(EMBEDDING_FILE), allow_pickle=False) if self._embedding else None
+        self._files = {f"m/{name}": artifact.path(name).read_bytes() for name in artifact.files
+                       if name != EMBEDDING_FILE}
         in_shape = list(self._input["shape"])
         self._batch = self._input.get("batch")  # None: the model's batch is fixed
         out_shape = list(self._output["shape"])
@@ -83,7 +89,8 @@ class WebGLPredictor(Predictor):
             self._host["batched"] if self._host else self._output.get("dynamic_batch", False))
         if self._split_batch:
             in_shape[0] = out_shape[0] = -1
-        self.inputs = [TensorSpec(self._input["name"], tuple(in_shape), "float32")]
+        rows = (0, self._embedding["rows"]) if self._embedding else None
+        self.inputs = [TensorSpec(self._input["name"], tuple(in_shape), self._input.get("dtype", "float32"), rows)]
         self.outputs = [TensorSpec(self._output["name"], tuple(out_shape), "float32")]
         if self._host:
             self.inputs += [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in self._host["inputs"]]
@@ -127,6 +134,8 @@ class WebGLPredictor(Predictor):
         x = inputs[0]
         if self._session is None:
             raise BackendError("the predictor is closed")
+        if self._embedding:
+            x = self._look_up(x)
         var_shape = self._output["var_shape"]
         size = math.prod(var_shape)
         if not self._split_batch:
@@ -141,6 +150,16 @@ class WebGLPredictor(Predictor):
         if self._host:
             return self._run_host_stage(outs, inputs)
         return [outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)]
+
+    def _look_up(self, ids: np.ndarray) -> np.ndarray:
+        """The embedding rows of ``ids`` (checked in [0, rows) by the input check; the padding row reads 0)."""
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self._table)):  # never index out of the table
+            raise InputError(f"input {self._input['name']!r}: ids must lie in [0, {len(self._table)})")
+        rows = self._table[ids]
+        padding = self._embedding["padding_idx"]
+        if padding >= 0:
+            rows[ids == padding] = 0
+        return rows
 
     def _run_host_stage(self, page_outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Unpack the exports from each page run (one per batch slice) and run the host stage on all of them."""
@@ -174,6 +193,8 @@ class WebGLPredictor(Predictor):
             ops=[OpPlacement(op, self.device.id, n) for op, n in sorted(Counter(self._info.get("ops", [])).items())],
             ops_known=True,
         )
+        if self._embedding:
+            receipt.ops.append(OpPlacement("pd_op.embedding", "cpu:0", 1, EMBEDDING_REASON))
         if self._host:  # the host stage: listed as run on the host CPU, so the policy sees it as off-device
             for op, n in self._host["op_counts"].items():
                 receipt.ops.append(OpPlacement(op, "cpu:0", n, HOST_REASONS.get(op, HOST_REASON)))
