@@ -317,12 +317,12 @@ def export_in_child(program: str, params: str, output: str, opset: int, log: str
     import shutil
 
     program, params, output, log = (os.path.abspath(p) if p else p for p in (program, params, output, log))
-    scratch = tempfile.mkdtemp(prefix="paddle2onnx-cwd-", dir=os.path.dirname(output))
+    scratch, previous = tempfile.mkdtemp(prefix="paddle2onnx-cwd-", dir=os.path.dirname(output)), os.getcwd()
     os.chdir(scratch)
     try:
         return _run_paddle2onnx(program, params, output, opset, log)
     finally:
-        os.chdir(os.path.dirname(output))
+        os.chdir(previous)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

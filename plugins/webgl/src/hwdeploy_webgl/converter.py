@@ -113,8 +113,10 @@ class ConvertedModel:
     embedding: np.ndarray | None = None
 
 
-#: Ops Paddle.js has no kernel for that a model may still end with: run by the host stage.
-HOST_ONLY_OPS = {"pd_op.multiclass_nms3": "no Paddle.js kernel: NMS runs on the host after the page"}
+#: Ops Paddle.js has no kernel for that a model may still end with: run by the host stage (-> the receipt's reason).
+HOST_ONLY_OPS = {"pd_op.multiclass_nms3": "host stage: Paddle.js has no NMS kernel"}
+#: The receipt's reason for the other ops of the host stage.
+HOST_REASON = "host stage: reads a second input or an NMS output"
 
 
 @dataclass
@@ -548,9 +550,7 @@ def _embedding(lw, op, ins):
         index = np.asarray(ids.const).astype(np.int64)
         if index.size and not (0 <= index.min() and index.max() < len(weights)):
             raise ConversionError(f"constant ids out of the table's {len(weights)} rows")
-        rows = np.array(weights[index])
-        if padding >= 0:
-            rows[index == padding] = 0
+        rows = host_stage.embedding_rows(weights, index, padding)
         return [Value(rows.shape, str(rows.dtype), const=rows)]
     if not ids.ids:
         raise Unsupported("an embedding of computed ids (Paddle.js has no gather)")
@@ -1361,16 +1361,20 @@ def _concat(lw, op, ins):
         return [Value(r.shape, str(r.dtype), const=r)]
     if len(items[0].shape) > 4:
         raise Unsupported(f"{len(items[0].shape)}-D concat")
-    cur = items[0]
-    rest = items[1:]
-    while rest:  # the shader takes up to 4 inputs per op
+    return [concat(lw, items, axis)]
+
+
+def concat(lw: Lowering, items: list[Value], axis: int) -> Value:
+    """``items`` side by side along ``axis``, in concat ops of at most 4 inputs (what the shader takes)."""
+    cur, rest = items[0], items[1:]
+    while rest:
         group, rest = rest[:3], rest[3:]
         parts = [cur] + group
         shape = list(parts[0].shape)
         shape[axis] = sum(v.shape[axis] for v in parts)
         out = lw.emit("concat", {"X": [lw.var_of(v) for v in parts]}, shape, {"axis": axis})
         cur = Value(tuple(shape), var=out)
-    return [cur]
+    return cur
 
 
 def crop(lw: Lowering, x: Value, axis: int, start: int, length: int) -> Value:
@@ -1709,16 +1713,10 @@ def _packed_exports(lw: Lowering) -> Value:
     """The page's one output in a model with a host stage: every export flattened, side by side."""
     if not lw.host.exports:
         raise ConversionError("the model's outputs do not depend on its first input: nothing runs on the page")
-    parts = [Value((1, v.size, 1, 1), var=lw.var_of(v, (1, v.size, 1, 1))) for _r, v in lw.host.exports]
-    cur, rest = parts[0], parts[1:]
-    while rest:  # the shader takes up to 4 inputs per op
-        group, rest = rest[:3], rest[3:]
-        width = cur.shape[1] + sum(v.shape[1] for v in group)
-        cur = Value((1, width, 1, 1), var=lw.emit("concat", {"X": [cur.var] + [v.var for v in group]},
-                                                  (1, width, 1, 1), {"axis": 1}))
+    parts = [_reshaped(v, (1, v.size, 1, 1)) for _r, v in lw.host.exports]
     if len(parts) > 1:
         lw.passes["exports packed into the one output"] += 1
-    return cur
+    return concat(lw, parts, 1)
 
 
 def write(converted: ConvertedModel, output_dir: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def _reshape(args, attrs):
     x = np.asarray(args[0])
     shape = [int(s) for s in np.asarray(args[1]).reshape(-1)]
     shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]  # 0 copies the input's dim
-    return [x.reshape(shape), None]
+    return [x.reshape(shape)]
 
 
 @kernel("pd_op.unsqueeze")
@@ -113,14 +113,14 @@ def _unsqueeze(args, attrs):
     x = np.asarray(args[0])
     for axis in sorted(int(a) for a in np.asarray(args[1]).reshape(-1)):
         x = np.expand_dims(x, axis if axis >= 0 else axis + x.ndim + 1)
-    return [x, None]
+    return [x]
 
 
 @kernel("pd_op.squeeze")
 def _squeeze(args, attrs):
     x = np.asarray(args[0])
     axes = [int(a) % x.ndim for a in np.asarray(args[1]).reshape(-1)] if x.ndim else []
-    return [np.squeeze(x, axis=tuple(a for a in axes if x.shape[a] == 1)) if axes else np.squeeze(x), None]
+    return [np.squeeze(x, axis=tuple(a for a in axes if x.shape[a] == 1)) if axes else np.squeeze(x)]
 
 
 @kernel("pd_op.concat")
@@ -148,6 +148,14 @@ def _multiclass_nms3(args, attrs):
     if rois_num is not None:
         raise BackendError("multiclass_nms3 with rois_num (LoD-style 2-D scores) is not supported on the host")
     return list(multiclass_nms(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), attrs))
+
+
+def embedding_rows(table: np.ndarray, ids: np.ndarray, padding_idx: int) -> np.ndarray:
+    """Paddle's embedding: the rows of ``table`` at ``ids`` (already checked in range), zero at ``padding_idx``."""
+    rows = table[ids]  # a new array: the table is never written
+    if padding_idx >= 0:
+        rows[ids == padding_idx] = 0
+    return rows
 
 
 # ---------------------------------------------------------------- multiclass NMS

@@ -18,14 +18,12 @@ from hwdeploy.contract.receipt import OpPlacement, Receipt
 from hwdeploy.contract.records import Artifact
 
 from hwdeploy_webgl import assets, browser, host
-from hwdeploy_webgl.converter import EMBEDDING_FILE
+from hwdeploy_webgl.converter import EMBEDDING_FILE, HOST_ONLY_OPS, HOST_REASON
 from hwdeploy_webgl.plugin import BACKEND, KIND as TARGET, OPTIONS, check_input_shape
 from hwdeploy_webgl.probe import SOFTWARE_RE
 
 log = logging.getLogger("hwdeploy.webgl")
 
-HOST_REASON = "host stage: reads a second input or an NMS output"
-HOST_REASONS = {"pd_op.multiclass_nms3": "host stage: Paddle.js has no NMS kernel"}
 EMBEDDING_REASON = "host: the integer ids are looked up before the page (Paddle.js computes float32 only)"
 
 
@@ -155,11 +153,7 @@ class WebGLPredictor(Predictor):
         """The embedding rows of ``ids`` (checked in [0, rows) by the input check; the padding row reads 0)."""
         if ids.size and (ids.min() < 0 or ids.max() >= len(self._table)):  # never index out of the table
             raise InputError(f"input {self._input['name']!r}: ids must lie in [0, {len(self._table)})")
-        rows = self._table[ids]
-        padding = self._embedding["padding_idx"]
-        if padding >= 0:
-            rows[ids == padding] = 0
-        return rows
+        return host.embedding_rows(self._table, ids, self._embedding["padding_idx"])
 
     def _run_host_stage(self, page_outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Unpack the exports from each page run (one per batch slice) and run the host stage on all of them."""
@@ -197,7 +191,7 @@ class WebGLPredictor(Predictor):
             receipt.ops.append(OpPlacement("pd_op.embedding", "cpu:0", 1, EMBEDDING_REASON))
         if self._host:  # the host stage: listed as run on the host CPU, so the policy sees it as off-device
             for op, n in self._host["op_counts"].items():
-                receipt.ops.append(OpPlacement(op, "cpu:0", n, HOST_REASONS.get(op, HOST_REASON)))
+                receipt.ops.append(OpPlacement(op, "cpu:0", n, HOST_ONLY_OPS.get(op, HOST_REASON)))
             receipt.evidence.append(f"host stage after the page: {sum(self._host['op_counts'].values())} op(s) run by"
                                     " hwdeploy with numpy on the host CPU (hwdeploy_webgl.host), reading"
                                     f" {len(self._host['exports'])} tensor(s) the page returns"
