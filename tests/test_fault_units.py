@@ -167,7 +167,7 @@ def test_output_copy_failure_is_a_backend_error(mlp):
             raise RuntimeError("(PreconditionNotMet) Tensor holds no memory. Call Tensor::mutable_data firstly.")
 
     try:
-        predictor._out_handles = [Empty()]
+        predictor._fetches = [Empty().copy_to_cpu]
         with pytest.raises(BackendError, match="Tensor holds no memory"):
             predictor._run([np.ones((1, 64), "float32")])
     finally:

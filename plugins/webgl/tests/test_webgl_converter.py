@@ -209,13 +209,24 @@ def test_legacy_programs_are_refused():
         hwdeploy.convert(legacy, "webgl")
 
 
-def test_the_gru_tagger_is_refused_for_its_rnn_only():
-    """Its ids are looked up on the host (as the transformer's); the GRU itself has no Paddle.js kernel."""
+def test_the_gru_is_unrolled_over_its_sequence_and_other_rnns_are_refused(small_models):
+    """gru_text: its initial state folds (full_with_tensor of static shapes), the GRU is unrolled step by step
+    into matmuls and elementwise ops sharing 4-D vars (no reshape copies inside the loop, one recurrent weight);
+    the numbers are checked in Chromium (test_webgl_zoo.py). An LSTM, or a two-way GRU, is refused naming rnn."""
     from hwdeploy import zoo
 
-    with pytest.raises(UnsupportedOpsError) as info:
-        hwdeploy.convert(zoo.get("gru_text").model, "webgl", input_shape=[1, 32], refresh=True)
-    assert set(info.value.ops) == {"pd_op.full_with_tensor", "pd_op.rnn"}
+    artifact = hwdeploy.convert(zoo.get("gru_text").model, "webgl", input_shape=[1, 32], refresh=True)
+    meta = artifact.metadata
+    assert meta["passes"]["GRU unrolled over 32 steps"] == 1
+    # the input gates, 31 steps (the first state is the constant zero: its product folds), the head
+    assert meta["ops"]["matmul_v2"] == 1 + 31 + 1 and meta["ops"]["tanh"] == 32
+    assert meta["passes"]["reshape copies"] <= 3
+    assert meta["size"]["weights_bytes"] < 200_000  # the 64x192 recurrent weight is stored once, not per step
+
+    for name, why in (("lstm_sequence", "rnn mode LSTM"), ("two_way_gru", "bidirectional")):
+        with pytest.raises(UnsupportedOpsError, match=why) as info:
+            hwdeploy.convert(small_models[name], "webgl", input_shape=[1, 5, 8], refresh=True)
+        assert info.value.ops == ["pd_op.rnn"]
 
 
 def test_token_ids_are_fed_as_their_embedding_looked_up_on_the_host():

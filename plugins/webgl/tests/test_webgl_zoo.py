@@ -1,8 +1,8 @@
 """The zoo models Paddle.js can express, in Chromium, against the CPU reference (fp32).
 
-transformer_encoder takes int64 tokens: the predictor looks them up in the embedding table on the host and
-feeds the page their rows (a sequence length is needed: input_shape). gru_text's GRU has no Paddle.js kernel:
-test_webgl_converter.py checks the refusal names it.
+transformer_encoder and gru_text take int64 tokens: the predictor looks them up in the embedding table on the
+host and feeds the page their rows (a sequence length is needed: input_shape); gru_text's GRU is unrolled over
+that length.
 mobilenet_v2 and resnet18 are large for a software renderer (seconds per image
 with SwiftShader) but run here all the same.
 """
@@ -57,6 +57,23 @@ def test_the_transformer_runs_with_its_ids_looked_up_on_the_host(webgl_ready, ba
     if batch == 1:
         with pytest.raises(FallbackError, match=r"pd_op.embedding \(host: the integer ids"):
             hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, input_shape=[1, 24])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_gru_tagger_runs_unrolled(webgl_ready, batch):
+    """gru_text: ids looked up on the host, the GRU unrolled over 24 steps on the page; every token's tags."""
+    z = zoo.get("gru_text")
+    tokens = z.sample_inputs(batch=batch, seed=5, seq_len=24)
+    ref = cpu_reference(z.model, *tokens)[0]
+    with hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, fallback="allow",
+                            input_shape=[1, 24], timeout=900) as p:
+        out = p.run(*tokens)[0]
+        receipt = p.receipt()
+    assert out.shape == ref.shape == (batch, 24, 8)
+    assert_parity(out, ref)
+    off = [(op.op, op.device) for op in receipt.ops if op.device != "webgl:0"]
+    assert off == [("pd_op.embedding", "cpu:0")]
+    assert {"matmul_v2", "tanh", "elementwise_mul"} <= {op.op for op in receipt.ops}  # the GRU's steps, on the page
 
 
 def test_the_coverage_matrix_gives_webgl_the_sample_s_sequence_length():

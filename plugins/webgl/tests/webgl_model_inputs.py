@@ -14,6 +14,7 @@ INPUTS = {
     "reductions": [-1, 4, 5, 6],
     "shuffle_chain": [-1, 4, 6, 6],
     "grid_ops": [-1, 4, 6, 6],
+    "gru_sequence": [-1, 5, 8],
 }
 
 #: Models for the converter's error paths (not in the parity set): name -> input shapes.
@@ -24,4 +25,6 @@ SPECIAL = {
     "dynamic_hw": [[-1, 3, -1, -1]],
     "relu6_conv": [[-1, 3, 8, 8]],
     "refusal_chain": [[-1, 4, 6, 6]],
+    "lstm_sequence": [[-1, 5, 8]],
+    "two_way_gru": [[-1, 5, 8]],
 }

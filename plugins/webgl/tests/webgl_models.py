@@ -309,7 +309,40 @@ class Relu6Conv(nn.Layer):
         return F.relu6(self.conv(x) * 8.0)
 
 
-SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
+class GruSequence(nn.Layer):
+    """A GRU over a float sequence from a zero state (full_with_tensor), then its last state through a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):  # [N, 5, 8]
+        sequence, last = self.rnn(x)
+        return paddle.concat([self.head(sequence), self.head(last).transpose([1, 0, 2])], axis=1)
+
+
+class LstmSequence(nn.Layer):
+    """An LSTM: the converter lowers only a one-layer, one-way GRU."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(8, 16)
+
+    def forward(self, x):  # [N, 5, 8]
+        return self.rnn(x)[0]
+
+
+class TwoWayGru(nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 16, direction="bidirect")
+
+    def forward(self, x):  # [N, 5, 8]
+        return self.rnn(x)[0]
+
+
+SPECIAL_CLASSES = {"lstm_sequence": LstmSequence, "two_way_gru": TwoWayGru, "unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
                    "second_input_in_a_layer": SecondInputInALayer,
                    "relu6_conv": Relu6Conv, "refusal_chain": RefusalChain}
 
@@ -317,7 +350,7 @@ CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,
     "matmul_softmax": MatmulSoftmax, "shape_ops": ShapeOps, "up_down": UpDown, "encoder": Encoder,
     "image_feed": ImageFeed, "extras": Extras, "reductions": Reductions, "shuffle_chain": ShuffleChain,
-    "grid_ops": GridOps,
+    "grid_ops": GridOps, "gru_sequence": GruSequence,
 }
 assert set(CLASSES) == set(INPUTS)
 

@@ -165,8 +165,7 @@ class PaddleInt8Predictor(pi.PaddleInferencePredictor):
         twin.__dict__.update(self.__dict__)
         twin.config = self._make_config()
         twin._predictor, _log = create_quietly(twin.config, self._quantized)
-        twin._in_handles = [twin._predictor.get_input_handle(s.name) for s in self.inputs]
-        twin._out_handles = [twin._predictor.get_output_handle(n) for n in twin._predictor.get_output_names()]
+        twin._bind_handles()
         return twin
 
 

@@ -244,19 +244,29 @@ class PaddleInferencePredictor(Predictor):
         self._actual_device = actual_device or config_device
         self._receipt_extra = receipt_extra
         self.inputs, self.outputs = io_specs(model, self._predictor)
-        self._in_handles = [self._predictor.get_input_handle(s.name) for s in self.inputs]
-        self._out_handles = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
+        self._bind_handles()
         actual = self._actual_device(config)
         self.device = device if actual == device.id else device.fallback(actual)
         self._requested_device = device
 
+    def _bind_handles(self) -> None:
+        """Look up the input/output handles of ``self._predictor`` once, and the calls ``_run`` makes on them."""
+        predictor = self._predictor
+        self._in_handles = [predictor.get_input_handle(s.name) for s in self.inputs]
+        self._out_handles = [predictor.get_output_handle(n) for n in predictor.get_output_names()]
+        # Paddle's copy_from_cpu is a Python wrapper whose only work is an isinstance check that run() has
+        # already made (inputs reach _run as checked ndarrays): call the binding under it.
+        self._feeds = [getattr(h, "_copy_from_cpu_bind", h.copy_from_cpu) for h in self._in_handles]
+        self._fetches = [h.copy_to_cpu for h in self._out_handles]
+        self._execute = predictor.run
+
     def _run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            for handle, array in zip(self._in_handles, inputs):
-                handle.copy_from_cpu(array)
-            self._predictor.run()
+            for feed, array in zip(self._feeds, inputs):
+                feed(array)
+            self._execute()
             # Inside the wrapper: an output Paddle did not fill raises "Tensor holds no memory" here.
-            return [handle.copy_to_cpu() for handle in self._out_handles]
+            return [fetch() for fetch in self._fetches]
         except Exception as exc:
             raise BackendError(f"Paddle Inference run failed: {first_line(exc)}") from exc
 
@@ -275,12 +285,12 @@ class PaddleInferencePredictor(Predictor):
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._predictor = self._predictor.clone()
-        clone._in_handles = [clone._predictor.get_input_handle(s.name) for s in self.inputs]
-        clone._out_handles = [clone._predictor.get_output_handle(n) for n in clone._predictor.get_output_names()]
+        clone._bind_handles()
         return clone
 
     def close(self) -> None:
-        self._in_handles = self._out_handles = []
+        self._in_handles = self._out_handles = self._feeds = self._fetches = []
+        self._execute = None
         self._predictor = None
 
 

@@ -60,7 +60,7 @@ from hwdeploy.sdk.paddle_format import PirOp, load_pir_program, read_params
 from hwdeploy_webgl import host as host_stage
 
 #: Bump when the converter's output changes: cached artifacts of an older revision are converted again.
-CONVERTER_REVISION = 3
+CONVERTER_REVISION = 4
 #: The browser-delivery guidance of the Paddle.js docs: keep models under ~10 MB.
 SIZE_GUIDANCE_BYTES = 10_000_000
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -314,7 +314,9 @@ class Lowering:
     # ------------------------------------------------------------ driver
     def run(self) -> None:
         for index, op in enumerate(self.program.ops):
-            ins = [self.values.get(i) if i is not None else None for i in op.inputs]
+            unread = TRAINING_ONLY_INPUTS.get(op.type, ())
+            ins = [self.values.get(i) if i is not None and slot not in unread else None
+                   for slot, i in enumerate(op.inputs)]
             handler = _on_host if self._runs_on_host(op, ins) else HANDLERS.get(op.type)
             outs: list[Value] | None = None
             after_refusal = any(v is not None and v.poison for v in ins)
@@ -452,6 +454,9 @@ def _check_nchw(op: PirOp) -> None:
 # ---------------------------------------------------------------- handlers
 Handler = Callable[[Lowering, PirOp, list], list]
 HANDLERS: dict[str, Handler] = {}
+#: Inputs an op reads only when training (an RNN's dropout state, which is not in the parameter file): their
+#: handlers see None there.
+TRAINING_ONLY_INPUTS: dict[str, frozenset[int]] = {"pd_op.rnn": frozenset({4})}
 
 
 def handles(*names: str):
@@ -1454,6 +1459,72 @@ def _stack(lw, op, ins):
     parts = [_view(v, list(v.shape[:axis]) + [1] + list(v.shape[axis:])) for v in items]
     fake = PirOp("pd_op.concat", {}, [], [], [])
     return _concat(lw, fake, [Value(items=parts), Value(const=np.asarray([axis]))])
+
+
+@handles("pd_op.full_with_tensor")
+def _full_with_tensor(lw, op, ins):
+    # A tensor of a shape computed at run time (an RNN's initial state: [layers, batch, hidden]), static here.
+    value, shape = _const(ins[0], "full_with_tensor value"), _ints(ins[1], "full_with_tensor shape")
+    dtype = op.attrs.get("dtype", "float32")
+    return [Value(tuple(shape), dtype, const=np.full(shape, np.asarray(value).reshape(-1)[0], dtype=dtype))]
+
+
+# ---- recurrent
+
+
+@handles("pd_op.rnn")
+def _rnn(lw, op, ins):
+    """A one-layer, one-way GRU unrolled over its (static) sequence: Paddle's cell, step by step, as matmuls,
+    sigmoid/tanh and elementwise ops (gates r, z, c in the weights' row order; h' = (h - c) * z + c)."""
+    mode = op.attrs.get("mode")
+    if mode != "GRU":
+        raise Unsupported(f"rnn mode {mode} (only GRU is lowered)")
+    if op.attrs.get("is_bidirec") or int(op.attrs.get("num_layers", 1)) != 1:
+        raise Unsupported("a bidirectional or multi-layer GRU (only one layer, one direction is lowered)")
+    if len(ins) > 3 and ins[3] is not None:
+        raise Unsupported("a GRU with per-sequence lengths")
+    for used in (1, 3):  # the dropout state and the reserve: no meaning at inference
+        if len(op.outputs) > used and op.outputs[used] is not None and any(
+                op.outputs[used] in other.inputs for other in lw.program.ops):
+            raise Unsupported("the rnn's dropout state or reserve output is used by another op")
+    x, (state,), weights = ins[0], ins[1].items or [None], ins[2].items or []
+    if len(weights) != 4 or state is None:
+        raise Unsupported(f"a GRU with {len(weights)} weight tensors (one layer, one direction has 4)")
+    w_ih, w_hh, b_ih, b_hh = (np.asarray(_const(w, "GRU weights"), np.float32) for w in weights)
+    steps, batch, features = x.shape
+    hidden = int(op.attrs["hidden_size"])
+    if w_ih.shape != (3 * hidden, features) or w_hh.shape != (3 * hidden, hidden):
+        raise ConversionError(f"GRU weights {list(w_ih.shape)}, {list(w_hh.shape)} do not match hidden size"
+                              f" {hidden} and input size {features}")
+
+    # Every value in the shape (1, 1, rows, columns) that Paddle.js registers for 2-D data: crops, matmuls and
+    # elementwise ops then read each other's vars as they are, with no reshape copies between them.
+    def const4(array, rows):
+        return Value((1, 1, rows, array.shape[-1]), const=np.broadcast_to(array, (1, 1, rows, array.shape[-1])))
+
+    def gates(value, weight, bias):  # value @ weight^T + bias
+        return binary(lw, "add", _matmul_values(lw, value, weight, False, False), bias)
+
+    w_hh4, b_hh4 = const4(w_hh.T, hidden), const4(b_hh, batch)
+    sequence_in = _reshaped(x, (1, 1, steps * batch, features))
+    inputs = gates(sequence_in, const4(w_ih.T, features), const4(b_ih, steps * batch))  # all steps at once
+    h = _reshaped(state, (1, 1, batch, hidden))
+    outputs = []
+    for step in range(steps):
+        xg = crop(lw, inputs, 2, step * batch, batch)
+        hg = gates(h, w_hh4, b_hh4)
+        rz = lw.activation(binary(lw, "add", crop(lw, xg, 3, 0, 2 * hidden), crop(lw, hg, 3, 0, 2 * hidden)),
+                           {"sigmoid": {}})
+        r, z = crop(lw, rz, 3, 0, hidden), crop(lw, rz, 3, hidden, hidden)
+        c = lw.activation(binary(lw, "add", crop(lw, xg, 3, 2 * hidden, hidden),
+                                 binary(lw, "mul", r, crop(lw, hg, 3, 2 * hidden, hidden))), {"tanh": {}})
+        h = binary(lw, "add", binary(lw, "mul", binary(lw, "sub", h, c), z), c)
+        outputs.append(h)
+    lw.passes[f"GRU unrolled over {steps} steps"] += 1
+    sequence = _reshaped(concat(lw, outputs, 2), (steps, batch, hidden))
+    last = Value((1,), items=[_reshaped(h, (1, batch, hidden))])
+    placeholder = Value((1,), const=np.zeros(1, np.float32))
+    return [sequence, placeholder, last, placeholder]
 
 
 @handles("pd_op.pad3d")
