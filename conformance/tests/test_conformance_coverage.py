@@ -100,3 +100,12 @@ def test_a_fallback_cell_names_the_ops_and_counts_the_other_reasons():
     cell["fallback"] = reasons[1:] + ["the shaders run on the CPU: not a GPU"]
     row = markdown(matrix).splitlines()[2]
     assert "(fallback: the WebGL renderer is a software rasterizer; +1 more)" in row, row
+
+
+def test_a_device_kind_picks_every_backend_of_that_kind():
+    """``--backends webgl`` is what a person types: a kind names each of its backends (the reference stays first)."""
+    from hwdeploy_conformance import coverage
+
+    names = [c["name"] for c in coverage.columns(["cpu"])]
+    assert names[0] == "cpu/paddle-inference" and "cpu/onnxruntime" in names and "cpu/openvino" in names
+    assert [c["name"] for c in coverage.columns(["onnxruntime"])] == ["cpu/paddle-inference", "cpu/onnxruntime"]

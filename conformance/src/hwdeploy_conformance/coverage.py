@@ -89,7 +89,8 @@ class UnknownBackendError(ValueError):
 def columns(only: list[str] | None = None) -> list[dict[str, Any]]:
     """One column per (device kind, backend) available here, the CPU reference first.
 
-    ``only`` names backends (``openvino``) or columns (``cpu/openvino``); a name that matches nothing raises
+    ``only`` names backends (``openvino``), columns (``cpu/openvino``) or device kinds (``webgl``: every backend
+    of that kind; the reference column is always there); a name that matches nothing raises
     :class:`UnknownBackendError` listing what is available, rather than leaving the column out unsaid.
     """
     import hwdeploy
@@ -98,7 +99,7 @@ def columns(only: list[str] | None = None) -> list[dict[str, Any]]:
     for d in sorted(hwdeploy.devices(), key=lambda d: (not d.reference, d.kind, d.backend, d.index)):
         if not d.available or (d.kind, d.backend) in seen:
             continue
-        names = {d.backend, f"{d.kind}/{d.backend}"}
+        names = {d.backend, f"{d.kind}/{d.backend}", d.kind}
         if only and not names & set(only) and not d.reference:
             continue
         matched |= names
@@ -111,7 +112,8 @@ def columns(only: list[str] | None = None) -> list[dict[str, Any]]:
     if unknown:
         available = sorted({f"{d.kind}/{d.backend}" for d in hwdeploy.devices() if d.available})
         raise UnknownBackendError(f"--backends: no available device has {', '.join(map(repr, unknown))};"
-                                  f" available here: {', '.join(available)} (or the backend part alone)")
+                                  f" available here: {', '.join(available)} (or the kind or the backend part"
+                                  " alone)")
     return out
 
 
