@@ -157,6 +157,8 @@ def render(data: dict) -> str:
         e = b["extra_info"]
         ratio = e.get("ratio_to_openvino")
         versus = f"reference over OpenVINO **{ratio:.2f}x** (goal: 1.5x)" if ratio else "OpenVINO not measured"
+        if e.get("probe_ratio_to_openvino"):
+            versus += f", with oneDNN's full placement (the probe) {e['probe_ratio_to_openvino']:.2f}x"
         out += [f"#### Resize models: the Paddle Inference reference on {e['model']} (batch 1)", "",
                 f"{versus}; {e['speedup_vs_onednn_off']:.2f}x faster than the reference with oneDNN off (before).",
                 ""]
