@@ -40,40 +40,30 @@ def test_zoo_parity(webgl_ready, name):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_transformer_runs_with_its_ids_looked_up_on_the_host(webgl_ready, batch):
+@pytest.mark.parametrize("name", ["transformer_encoder", "gru_text"])
+def test_token_models_run_with_their_ids_looked_up_on_the_host(webgl_ready, name, batch):
+    """The page is fed the ids' embedding rows (24 steps), looked up on the host; gru_text's GRU is unrolled on
+    the page, step by step."""
     from hwdeploy.errors import FallbackError, InputError
 
-    z = zoo.get("transformer_encoder")
+    z = zoo.get(name)
     tokens = z.sample_inputs(batch=batch, seed=5, seq_len=24)
     ref = cpu_reference(z.model, *tokens)[0]
     with hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, fallback="allow",
                             input_shape=[1, 24], timeout=900) as p:
         assert p.inputs[0].dtype == "int64" and p.inputs[0].value_range == (0, zoo.VOCAB)
-        assert_parity(p.run(*tokens)[0], ref)
-        off = [(op.op, op.device) for op in p.receipt().ops if op.device != "webgl:0"]
-        assert off == [("pd_op.embedding", "cpu:0")]
+        out = p.run(*tokens)[0]
+        assert out.shape == ref.shape
+        assert_parity(out, ref)
+        receipt = p.receipt()
         with pytest.raises(InputError, match="outside"):
             p.run(np.full((1, 24), zoo.VOCAB, np.int64))
+    assert [(op.op, op.device) for op in receipt.ops if op.device != "webgl:0"] == [("pd_op.embedding", "cpu:0")]
+    if name == "gru_text":
+        assert {"matmul_v2", "tanh", "elementwise_mul"} <= {op.op for op in receipt.ops}
     if batch == 1:
         with pytest.raises(FallbackError, match=r"pd_op.embedding \(host: the integer ids"):
             hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, input_shape=[1, 24])
-
-
-@pytest.mark.parametrize("batch", [1, 3])
-def test_the_gru_tagger_runs_unrolled(webgl_ready, batch):
-    """gru_text: ids looked up on the host, the GRU unrolled over 24 steps on the page; every token's tags."""
-    z = zoo.get("gru_text")
-    tokens = z.sample_inputs(batch=batch, seed=5, seq_len=24)
-    ref = cpu_reference(z.model, *tokens)[0]
-    with hwdeploy.predictor(z.model, device="webgl", allow_software_renderer=True, fallback="allow",
-                            input_shape=[1, 24], timeout=900) as p:
-        out = p.run(*tokens)[0]
-        receipt = p.receipt()
-    assert out.shape == ref.shape == (batch, 24, 8)
-    assert_parity(out, ref)
-    off = [(op.op, op.device) for op in receipt.ops if op.device != "webgl:0"]
-    assert off == [("pd_op.embedding", "cpu:0")]
-    assert {"matmul_v2", "tanh", "elementwise_mul"} <= {op.op for op in receipt.ops}  # the GRU's steps, on the page
 
 
 def test_the_coverage_matrix_gives_webgl_the_sample_s_sequence_length():
