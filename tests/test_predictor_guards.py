@@ -64,6 +64,17 @@ def test_clones_in_threads_match_single_threaded_runs_bit_for_bit(encoder):
     assert all(np.array_equal(out, expected[i]) for i in range(8) for out in results[i])
 
 
+def test_a_closed_clone_says_so_and_leaves_its_original_running(encoder):
+    """Each clone feeds its own Paddle predictor's handles: closing one touches neither the original nor another."""
+    tokens = _token_batches(1)[0]
+    expected = encoder.run(*tokens)[0]
+    closed, other = encoder.clone(), encoder.clone()
+    closed.close()
+    with pytest.raises(hwdeploy.BackendError, match="the predictor is closed"):
+        closed.run(*tokens)
+    assert np.array_equal(encoder.run(*tokens)[0], expected) and np.array_equal(other.run(*tokens)[0], expected)
+
+
 @pytest.mark.parametrize("bad_id", [-1, 1000, 2**40])
 def test_token_ids_outside_the_vocabulary_are_refused(encoder, bad_id):
     assert encoder.inputs[0].value_range == (0, 1000)  # read from the program's embedding table

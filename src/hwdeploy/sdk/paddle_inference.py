@@ -290,8 +290,12 @@ class PaddleInferencePredictor(Predictor):
 
     def close(self) -> None:
         self._in_handles = self._out_handles = self._feeds = self._fetches = []
-        self._execute = None
+        self._execute = _closed
         self._predictor = None
+
+
+def _closed() -> None:
+    raise RuntimeError("the predictor is closed")
 
 
 def config_device(config) -> str:
