@@ -334,6 +334,8 @@ class LstmSequence(nn.Layer):
 
 
 class TwoWayGru(nn.Layer):
+    """A bidirectional GRU: only one direction is lowered."""
+
     def __init__(self):
         super().__init__()
         self.rnn = nn.GRU(8, 16, direction="bidirect")
@@ -342,9 +344,10 @@ class TwoWayGru(nn.Layer):
         return self.rnn(x)[0]
 
 
-SPECIAL_CLASSES = {"lstm_sequence": LstmSequence, "two_way_gru": TwoWayGru, "unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
+SPECIAL_CLASSES = {"unsupported_mix": UnsupportedMix, "two_inputs": TwoInputs, "dynamic_hw": DynamicHW,
                    "second_input_in_a_layer": SecondInputInALayer,
-                   "relu6_conv": Relu6Conv, "refusal_chain": RefusalChain}
+                   "relu6_conv": Relu6Conv, "refusal_chain": RefusalChain,
+                   "lstm_sequence": LstmSequence, "two_way_gru": TwoWayGru}
 
 CLASSES = {
     "conv_basics": ConvBasics, "mobile_block": MobileBlock, "norms_pools": NormsAndPools, "elementwise": Elementwise,

@@ -416,9 +416,10 @@ def _axis(axis: int, rank: int) -> int:
     return axis % max(rank, 1)
 
 
-def _only_first_output_used(lw: Lowering, op: PirOp) -> None:
+def _only_first_output_used(lw: Lowering, op: PirOp, also: tuple[int, ...] = ()) -> None:
     # Extra outputs (masks, indices, saved statistics) have no Paddle.js equivalent: refuse if anything reads them.
-    extra = {v for v in op.outputs[1:] if v is not None}
+    # ``also``: further outputs the handler does compute (an RNN's final state).
+    extra = {v for index, v in enumerate(op.outputs) if index and index not in also and v is not None}
     if not extra:
         return
     for other in lw.program.ops:
@@ -582,10 +583,13 @@ def _fetch(lw, op, ins):
 
 @handles("pd_op.full")
 def _full(lw, op, ins):
-    shape = tuple(int(s) for s in op.attrs.get("shape", []))
-    dtype = op.attrs.get("dtype", "float32")
+    return [_filled(tuple(int(s) for s in op.attrs.get("shape", [])), op.attrs["value"],
+                    op.attrs.get("dtype", "float32"))]
+
+
+def _filled(shape: tuple[int, ...], value, dtype: str) -> Value:
     np_dtype = dtype if dtype in ("float32", "float64", "int32", "int64", "bool", "float16") else "float32"
-    return [Value(shape, dtype, const=np.full(shape, op.attrs["value"], dtype=np_dtype))]
+    return Value(shape, dtype, const=np.full(shape, value, dtype=np_dtype))
 
 
 @handles("pd_op.full_int_array")
@@ -1465,8 +1469,7 @@ def _stack(lw, op, ins):
 def _full_with_tensor(lw, op, ins):
     # A tensor of a shape computed at run time (an RNN's initial state: [layers, batch, hidden]), static here.
     value, shape = _const(ins[0], "full_with_tensor value"), _ints(ins[1], "full_with_tensor shape")
-    dtype = op.attrs.get("dtype", "float32")
-    return [Value(tuple(shape), dtype, const=np.full(shape, np.asarray(value).reshape(-1)[0], dtype=dtype))]
+    return [_filled(tuple(shape), np.asarray(value).reshape(-1)[0], op.attrs.get("dtype", "float32"))]
 
 
 # ---- recurrent
@@ -1483,10 +1486,7 @@ def _rnn(lw, op, ins):
         raise Unsupported("a bidirectional or multi-layer GRU (only one layer, one direction is lowered)")
     if len(ins) > 3 and ins[3] is not None:
         raise Unsupported("a GRU with per-sequence lengths")
-    for used in (1, 3):  # the dropout state and the reserve: no meaning at inference
-        if len(op.outputs) > used and op.outputs[used] is not None and any(
-                op.outputs[used] in other.inputs for other in lw.program.ops):
-            raise Unsupported("the rnn's dropout state or reserve output is used by another op")
+    _only_first_output_used(lw, op, also=(2,))  # the final state; the dropout state and reserve mean nothing here
     x, (state,), weights = ins[0], ins[1].items or [None], ins[2].items or []
     if len(weights) != 4 or state is None:
         raise Unsupported(f"a GRU with {len(weights)} weight tensors (one layer, one direction has 4)")
