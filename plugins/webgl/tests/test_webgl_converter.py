@@ -223,10 +223,21 @@ def test_the_gru_is_unrolled_over_its_sequence_and_other_rnns_are_refused(small_
     assert meta["passes"]["reshape copies"] <= 3
     assert meta["size"]["weights_bytes"] < 200_000  # the 64x192 recurrent weight is stored once, not per step
 
+    with pytest.raises(UnsupportedOpsError, match=f"unrolled: at most {converter.MAX_UNROLLED_STEPS}") as info:
+        hwdeploy.convert(zoo.get("gru_text").model, "webgl", input_shape=[1, converter.MAX_UNROLLED_STEPS + 1])
+    assert info.value.ops == ["pd_op.rnn"]
     for name, why in (("lstm_sequence", "rnn mode LSTM"), ("two_way_gru", "bidirectional")):
         with pytest.raises(UnsupportedOpsError, match=why) as info:
             hwdeploy.convert(small_models[name], "webgl", input_shape=[1, 5, 8], refresh=True)
         assert info.value.ops == ["pd_op.rnn"]
+
+
+def test_a_filled_constant_is_bounded_before_it_is_allocated():
+    """pd_op.full / full_with_tensor take their shape from the program: a huge one is an error, not an allocation."""
+    assert converter._filled((2, 3), 1.5, "float32").const.sum() == 9.0
+    for shape in [(1 << 20, 1 << 20), (4, -1)]:
+        with pytest.raises(ConversionError, match="a constant of shape"):
+            converter._filled(shape, 0.0, "float32")
 
 
 def test_token_ids_are_fed_as_their_embedding_looked_up_on_the_host():

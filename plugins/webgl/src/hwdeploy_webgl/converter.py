@@ -66,6 +66,10 @@ SIZE_GUIDANCE_BYTES = 10_000_000
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 EMBEDDING_FILE = "embedding.npy"  # the table of a model fed through an embedding (looked up on the host)
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: Bounds on what a program can make the converter build: a filled constant (pd_op.full, full_with_tensor) and
+#: the steps a GRU is unrolled over (about 17 Paddle.js ops each).
+MAX_FILLED_ELEMENTS = 1 << 26
+MAX_UNROLLED_STEPS = 1024
 
 
 class Unsupported(Exception):
@@ -588,6 +592,9 @@ def _full(lw, op, ins):
 
 
 def _filled(shape: tuple[int, ...], value, dtype: str) -> Value:
+    if any(d < 0 for d in shape) or _prod(shape) > MAX_FILLED_ELEMENTS:
+        raise ConversionError(f"a constant of shape {list(shape)} (at most {MAX_FILLED_ELEMENTS} elements, no"
+                              " negative dims)")
     np_dtype = dtype if dtype in ("float32", "float64", "int32", "int64", "bool", "float16") else "float32"
     return Value(shape, dtype, const=np.full(shape, value, dtype=np_dtype))
 
@@ -1492,6 +1499,8 @@ def _rnn(lw, op, ins):
         raise Unsupported(f"a GRU with {len(weights)} weight tensors (one layer, one direction has 4)")
     w_ih, w_hh, b_ih, b_hh = (np.asarray(_const(w, "GRU weights"), np.float32) for w in weights)
     steps, batch, features = x.shape
+    if steps > MAX_UNROLLED_STEPS:
+        raise Unsupported(f"a GRU over {steps} steps (unrolled: at most {MAX_UNROLLED_STEPS})")
     hidden = int(op.attrs["hidden_size"])
     if w_ih.shape != (3 * hidden, features) or w_hh.shape != (3 * hidden, hidden):
         raise ConversionError(f"GRU weights {list(w_ih.shape)}, {list(w_hh.shape)} do not match hidden size"
